@@ -1,0 +1,107 @@
+"""Load a Phi-4-multimodal folder: processor, model, attention fix-up and LoRA adapters."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelUnavailable
+from .sources import HOW_TO_FIX
+
+ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
+
+
+def resolve_device(spec: str) -> str:
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable("A CUDA device was asked for, but no CUDA GPU is visible. Use --device cpu.")
+    return spec
+
+
+def resolve_dtype(spec: str, device: str, tiny: bool) -> str:
+    if spec != "auto":
+        return spec
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    # The real model in float32 would need ~22 GB of RAM; the tiny one is happiest in float32.
+    return "float32" if tiny else "bfloat16"
+
+
+def fix_vision_attention(model) -> int:
+    """SigLIP attends both ways, but the vision attention modules declare is_causal=True:
+    sdpa/flash then mask the future for crops without padding. Returns how many were fixed."""
+    n = 0
+    for name, module in model.named_modules():
+        if type(module).__name__ == "Phi4MultimodalVisionAttention" and getattr(module, "is_causal", False):
+            module.is_causal = False
+            n += 1
+    return n
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    processor: object
+    folder: Path
+    device: str
+    dtype: str
+    attn: str
+    load_seconds: float
+    adapters: list[str] = field(default_factory=list)
+
+    @property
+    def memory_bytes(self) -> int:
+        m = self.model
+        total = sum(p.numel() * p.element_size() for p in m.parameters())
+        return total + sum(b.numel() * b.element_size() for b in m.buffers())
+
+    def set_attention(self, attn: str) -> None:
+        """Switch attention in place (no reload)."""
+        self.model.set_attn_implementation(attn)
+        fix_vision_attention(self.model)
+        self.attn = attn
+
+    def release(self) -> None:
+        self.model = None
+        self.processor = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_processor(folder: Path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    # Reloading from a folder drops the processor's chat template; the tokenizer keeps it.
+    if getattr(processor, "chat_template", None) is None and getattr(processor.tokenizer, "chat_template", None):
+        processor.chat_template = processor.tokenizer.chat_template
+    return processor
+
+
+def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
+    from transformers import Phi4MultimodalForCausalLM
+
+    start = time.perf_counter()
+    try:
+        processor = load_processor(folder)
+        model = Phi4MultimodalForCausalLM.from_pretrained(
+            folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=device,
+        ).eval()
+    except torch.OutOfMemoryError as e:
+        raise ModelUnavailable(f"Not enough GPU memory to load the model in {dtype}: {e}. Try --device cpu.") from e
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelUnavailable(f"The model in {folder} could not be loaded: {str(e).splitlines()[0][:300]}. {HOW_TO_FIX}") from e
+    fix_vision_attention(model)
+    adapters = []
+    for name, sub in ADAPTERS.items():
+        if (Path(folder) / sub / "adapter_config.json").is_file():
+            model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
+            adapters.append(name)
+    model.eval()
+    return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters)

@@ -1,0 +1,158 @@
+"""The engine's face to the rest of the app: load state, model facts, one streamed answer."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from ..errors import ModelUnavailable
+from ..settings import TINY_MODEL, AppSettings, GenerationSettings
+from . import sources
+from .attention import attention_options, resolve_attention
+from .cache import ModelCache, ModelKey
+from .generation import GenerationStats, stream_generate
+from .loader import load_model, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStatus:
+    state: str  # "idle", "loading", "ready" or "error"
+    message: str = ""
+    info: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the model cache (the app's only global state) and serialises generation: the
+    model and its active LoRA adapter are shared, so one answer is produced at a time."""
+
+    def __init__(self, settings: AppSettings, cache: ModelCache | None = None):
+        self.settings = settings
+        self.is_tiny = settings.model == TINY_MODEL
+        self.cache = cache or ModelCache(self._load)
+        self._generate_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._state = EngineStatus("idle", "The model is not loaded yet.")
+        try:
+            self.device = resolve_device(settings.device)
+            self.dtype = resolve_dtype(settings.dtype, self.device, self.is_tiny)
+            self.attn = resolve_attention(settings.attn, self.device)
+        except (ModelUnavailable, ValueError) as e:
+            self.device, self.dtype, self.attn = "cpu", "float32", "eager"
+            self._set_state("error", str(e))
+
+    # --- state -----------------------------------------------------------------
+    def _set_state(self, state: str, message: str = "") -> None:
+        with self._state_lock:
+            self._state = EngineStatus(state, message, self._state.info)
+
+    def status(self) -> EngineStatus:
+        with self._state_lock:
+            state = EngineStatus(self._state.state, self._state.message, dict(self._state.info))
+        loaded = self.cache.current
+        if loaded is not None and state.state != "loading":
+            state.info = self.describe(loaded)
+        return state
+
+    def describe(self, loaded) -> dict:
+        info = {
+            "model": self.settings.model if self.is_tiny else str(self.settings.model),
+            "revision": None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision,
+            "folder": str(loaded.folder),
+            "device": loaded.device,
+            "dtype": loaded.dtype,
+            "attention": loaded.attn,
+            "adapters": list(loaded.adapters),
+            "load_seconds": round(loaded.load_seconds, 2),
+            "weights_gb": round(loaded.memory_bytes / 1e9, 3),
+        }
+        if loaded.device.startswith("cuda"):
+            info["cuda_allocated_gb"] = round(torch.cuda.memory_allocated() / 1e9, 2)
+        return info
+
+    def attention_options(self):
+        return attention_options(self.device)
+
+    # --- loading -----------------------------------------------------------------
+    def key(self, attn: str | None = None) -> ModelKey:
+        attn = resolve_attention(attn or self.attn, self.device)
+        revision = None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision
+        return ModelKey(self.settings.model, revision, self.device, self.dtype, attn)
+
+    def _load(self, key: ModelKey):
+        folder = sources.resolve(key.source, key.revision, self.settings.offline,
+                                 progress=lambda msg: self._set_state("loading", msg))
+        self._set_state("loading", f"Loading {key.source} on {key.device} ({key.dtype}, {key.attn})…")
+        return load_model(folder, key.device, key.dtype, key.attn)
+
+    def load(self, attn: str | None = None):
+        """The model for `attn` (default: the current choice), loading it if needed."""
+        try:
+            key = self.key(attn)
+        except ValueError as e:
+            raise ModelUnavailable(str(e)) from None
+        if self.cache.key != key:
+            self._set_state("loading", f"Loading {key.source}…")
+        try:
+            loaded = self.cache.get(key)
+        except ModelUnavailable as e:
+            self._set_state("error", str(e))
+            raise
+        except Exception as e:  # never let a load failure take the app down
+            log.exception("model load failed")
+            self._set_state("error", f"The model could not be loaded: {e}. {sources.HOW_TO_FIX}")
+            raise ModelUnavailable(self._state.message) from e
+        self.attn = key.attn
+        self._set_state("ready", "")
+        return loaded
+
+    def load_in_background(self) -> threading.Thread:
+        def run():
+            try:
+                self.load()
+            except ModelUnavailable:
+                pass  # the state says why; the page shows it
+        t = threading.Thread(target=run, name="phi-demo-load", daemon=True)
+        t.start()
+        return t
+
+    # --- generation --------------------------------------------------------------
+    def stream(self, request, gen: GenerationSettings, cancel: threading.Event,
+               attn: str | None = None) -> Iterator[str | GenerationStats]:
+        """Text pieces of one answer, then its GenerationStats."""
+        loaded = self.load(attn)
+        with self._generate_lock:
+            if cancel.is_set():
+                return
+            self.activate_adapter(loaded, request.modality)
+            try:
+                yield from stream_generate(loaded, request, gen, cancel)
+            except torch.OutOfMemoryError:
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise RuntimeError("The GPU ran out of memory for this request. Try fewer or smaller images, "
+                                   "a shorter conversation or fewer new tokens.") from None
+
+    @staticmethod
+    def adapter_for(loaded, modality: str) -> str | None:
+        name = {"vision": "vision", "speech": "speech"}.get(modality)
+        return name if name in loaded.adapters else None
+
+    def activate_adapter(self, loaded, modality: str) -> str | None:
+        """As the original Phi-4 code: any image -> vision LoRA, audio only -> speech LoRA,
+        text only -> none. peft.functional works where transformers' helpers need peft>=0.22."""
+        if not loaded.adapters:
+            return None
+        from peft.functional import set_adapter
+
+        name = self.adapter_for(loaded, modality)
+        set_adapter(loaded.model, name if name else [])
+        return name

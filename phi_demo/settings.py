@@ -1,0 +1,145 @@
+"""Every setting in one place: defaults, PHI_DEMO_* environment variables, flags.
+
+Flags win over environment variables, which win over defaults. No torch, no gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+
+from .errors import UserInputError
+
+DEFAULT_MODEL = "microsoft/Phi-4-multimodal-instruct"
+# The hub's main branch still holds the old remote code (model_type phi4mm), which
+# does not import on transformers 5; the native weights live on this ref.
+DEFAULT_REVISION = "refs/pr/70"
+TINY_MODEL = "tiny-random"
+ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What a user may change per request in the sidebar (or the API)."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    # Only the benchmark sets this: it forces exactly max_new_tokens tokens.
+    min_new_tokens: int = 0
+
+    LIMITS = {
+        "max_new_tokens": (1, 8192),
+        "temperature": (0.01, 2.0),
+        "top_p": (0.01, 1.0),
+        "top_k": (0, 1000),
+        "repetition_penalty": (0.5, 2.0),
+        "min_new_tokens": (0, 8192),
+    }
+
+    @classmethod
+    def from_values(cls, **values) -> "GenerationSettings":
+        """Build from loosely typed UI/API values, refusing out-of-range ones with a sentence."""
+        clean = {}
+        for f in fields(cls):
+            if f.name not in values or values[f.name] is None:
+                continue
+            v = values[f.name]
+            try:
+                if f.name == "do_sample":
+                    clean[f.name] = bool(v)
+                elif f.name == "seed":
+                    clean[f.name] = None if v == "" or int(v) < 0 else int(v)
+                elif f.name in ("max_new_tokens", "top_k", "min_new_tokens"):
+                    clean[f.name] = int(v)
+                else:
+                    clean[f.name] = float(v)
+            except (TypeError, ValueError):
+                raise UserInputError(f"The setting {f.name} must be a number, not {v!r}.") from None
+            if f.name in cls.LIMITS:
+                lo, hi = cls.LIMITS[f.name]
+                if not lo <= clean[f.name] <= hi:
+                    raise UserInputError(f"The setting {f.name} must be between {lo} and {hi}; it was {v}.")
+        return cls(**clean)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AppSettings:
+    """How the app is started. Each field has a flag (--max-images) and an env var (PHI_DEMO_MAX_IMAGES)."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": f"hub id, local folder, or '{TINY_MODEL}'"})
+    revision: str = field(default=DEFAULT_REVISION, metadata={"help": "hub revision (only for hub ids)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16, float32", "choices": DTYPE_CHOICES})
+    attn: str = field(default="auto", metadata={"help": "attention implementation", "choices": ATTENTION_CHOICES})
+    host: str | None = field(default=None, metadata={"help": "bind address (default GRADIO_SERVER_NAME or 127.0.0.1)"})
+    port: int | None = field(default=None, metadata={"help": "port (default GRADIO_SERVER_PORT or 7860)"})
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "default system prompt"})
+    max_new_tokens: int = field(default=512, metadata={"help": "default max new tokens"})
+    max_images: int = field(default=8, metadata={"help": "most images in one conversation"})
+    max_audio_clips: int = field(default=4, metadata={"help": "most audio clips in one conversation"})
+    max_audio_seconds: float = field(default=300.0, metadata={"help": "longest audio clip accepted, seconds"})
+    max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
+    concurrency: int = field(default=1, metadata={"help": "generations run at once; others wait in the queue"})
+    share: bool = field(default=False, metadata={"help": "create a public gradio.live link"})
+    offline: bool = field(default=False, metadata={"help": "never contact the hub (also HF_HUB_OFFLINE=1)"})
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model == TINY_MODEL
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(prog="app.py", description="Chat with Phi-4-multimodal-instruct in the browser.")
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            env = "PHI_DEMO_" + f.name.upper()
+            help_ = f"{f.metadata.get('help', '')} [env {env}]"
+            if f.type in ("bool", bool):
+                p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            else:
+                p.add_argument(flag, default=None, help=help_, choices=f.metadata.get("choices"))
+        return p
+
+    @classmethod
+    def load(cls, argv: list[str] | None = None, environ: dict | None = None) -> "AppSettings":
+        environ = os.environ if environ is None else environ
+        args = vars(cls.parser().parse_args(argv))
+        values = {}
+        for f in fields(cls):
+            raw = args.get(f.name)
+            if raw is None:
+                raw = environ.get("PHI_DEMO_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f, raw)
+        s = cls(**values)
+        if environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+            s.offline = True
+        return s
+
+
+def _convert(f: dataclasses.Field, raw):
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if isinstance(raw, bool):
+        return raw
+    if "bool" in kind:
+        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    if "int" in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    if f.metadata.get("choices") and raw not in f.metadata["choices"]:
+        raise SystemExit(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, not {raw!r}")
+    return raw
