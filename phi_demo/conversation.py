@@ -161,6 +161,19 @@ class Limits:
     max_images: int = 8
     max_audio_clips: int = 4
     max_audio_seconds: float = 300.0
+    # Files may only be read from these folders (Gradio's upload cache, our assets);
+    # empty means anywhere, for library use. A path typed into history is not an upload.
+    allowed_roots: tuple[str, ...] = ()
+
+    def check_allowed(self, path: str) -> None:
+        if not self.allowed_roots:
+            return
+        real = os.path.realpath(path)
+        for root in self.allowed_roots:
+            root = os.path.realpath(root)
+            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+                return
+        raise UserInputError(f"{Path(path).name}: this file was not uploaded to this app; please attach it again.")
 
 
 @dataclass
@@ -211,6 +224,8 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
             f"This conversation would hold {len(audio_paths)} audio clips; the limit is {limits.max_audio_clips}. "
             "Clear the chat or send fewer clips."
         )
+    for p in image_paths + audio_paths:
+        limits.check_allowed(p)
     images = [_load(p, "image", limits.max_audio_seconds) for p in image_paths]
     audios = [_load(p, "audio", limits.max_audio_seconds) for p in audio_paths]
     return ModelRequest(prompt, images, audios)

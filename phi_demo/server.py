@@ -1,0 +1,44 @@
+"""Wiring: settings -> engine -> page -> server. The only module that sees both sides."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from .settings import AppSettings
+
+
+def upload_root() -> str:
+    """Where Gradio stores uploads (GRADIO_TEMP_DIR or the system temp folder)."""
+    import os
+
+    return os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+
+
+def create(settings: AppSettings, engine=None, load: bool = True):
+    """Build (engine, demo). The model starts loading in the background; the page shows progress."""
+    from .engine import Engine
+    from .ui import build_demo
+
+    engine = engine or Engine(settings)
+    if load and engine.status().state != "error":
+        engine.load_in_background()
+    demo = build_demo(engine, settings, allowed_roots=(upload_root(),))
+    # Requests wait in Gradio's queue (and see their position) while one answer is generated.
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return engine, demo
+
+
+def launch_kwargs(settings: AppSettings) -> dict:
+    from .ui import CSS
+
+    return dict(server_name=settings.host, server_port=settings.port, share=settings.share,
+                max_file_size=settings.max_file_size, css=CSS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = AppSettings.load(argv)
+    _engine, demo = create(settings)
+    demo.launch(**launch_kwargs(settings))

@@ -1,0 +1,178 @@
+"""What each button and box does. Gradio only: the engine object is handed in."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import gradio as gr
+
+from ..chat import prepare, stream_answer
+from ..conversation import Limits, Turn, normalize_history
+from ..errors import ModelUnavailable, UserInputError
+from ..settings import AppSettings, GenerationSettings
+
+log = logging.getLogger(__name__)
+
+GEN_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
+
+def user_message(turn: Turn) -> dict:
+    """A user turn as one Chatbot message: its files, then its text."""
+    content: list[Any] = [{"path": f} for f in turn.files]
+    if turn.text:
+        content.append(turn.text)
+    return {"role": "user", "content": content}
+
+
+def stats_message(stats, attn: str | None) -> dict:
+    detail = (f"Prompt: {stats.prompt_tokens} tokens · new: {stats.new_tokens} tokens · "
+              f"total {stats.total_s:.2f} s · attention: {attn}")
+    return {"role": "assistant", "content": detail,
+            "metadata": {"title": "📊 " + stats.summary(), "status": "done"}}
+
+
+def split_last_turn(history: list) -> tuple[list, dict | None]:
+    """(history before the last user turn, that turn as a textbox value)."""
+    history = list(history or [])
+    i = len(history)
+    while i > 0 and history[i - 1].get("role") != "user":
+        i -= 1
+    j = i
+    while j > 0 and history[j - 1].get("role") == "user":
+        j -= 1
+    if i == 0:
+        return history, None
+    turns = normalize_history(history[j:i])
+    turn = turns[-1] if turns else Turn("user")
+    return history[:j], {"text": turn.text, "files": list(turn.files)}
+
+
+class ChatHandlers:
+    def __init__(self, engine, settings: AppSettings, allowed_roots: tuple[str, ...] = ()):
+        self.engine = engine
+        self.settings = settings
+        self.limits = Limits(settings.max_images, settings.max_audio_clips, settings.max_audio_seconds,
+                             allowed_roots=allowed_roots)
+
+    # --- chat ------------------------------------------------------------------
+    def _run(self, message, base_history, rollback_history, restore_box, system_prompt, attn, *gen_values):
+        """Shared by send, retry and examples: show the user turn, stream the answer, and
+        on any failure put the chat (and the message box) back exactly as they were."""
+        try:
+            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
+            prepared = prepare(self.limits, message, base_history, system_prompt)
+        except UserInputError as e:
+            raise gr.Error(str(e), title="Cannot send this message") from None
+        shown = list(base_history) + [user_message(prepared.turns[-1])]
+        box = gr.MultimodalTextbox(value=None) if restore_box else gr.skip()
+        yield shown, box
+        cancel = threading.Event()
+        text = ""
+        try:
+            for text, stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
+                answer = [{"role": "assistant", "content": text}] if text else []
+                if stats is not None:
+                    answer.append(stats_message(stats, attn))
+                yield shown + answer, gr.skip()
+        except (UserInputError, ModelUnavailable, RuntimeError) as e:
+            yield rollback_history, (message if restore_box else gr.skip())
+            raise gr.Error(str(e), title="No answer") from None
+        except Exception as e:  # noqa: BLE001 - a bad request must never take the app down
+            log.exception("generation failed")
+            yield rollback_history, (message if restore_box else gr.skip())
+            raise gr.Error(f"Something went wrong while answering: {e}", title="No answer") from None
+        finally:
+            cancel.set()  # Stop, a closed tab and a cancelled job all arrive here
+
+    def submit(self, message, history, system_prompt, attn, *gen_values):
+        history = list(history or [])
+        yield from self._run(message, history, history, True, system_prompt, attn, *gen_values)
+
+    def retry(self, history, system_prompt, attn, *gen_values):
+        history = list(history or [])
+        before, message = split_last_turn(history)
+        if message is None:
+            raise gr.Error("There is no question to answer again yet.", title="Nothing to retry")
+        yield from self._run(message, before, history, False, system_prompt, attn, *gen_values)
+
+    @staticmethod
+    def undo(history):
+        before, message = split_last_turn(history)
+        return before, (message if message is not None else gr.skip())
+
+    def api_chat(self, message, history, system_prompt, attn, max_new_tokens, do_sample, temperature,
+                 top_p, top_k, repetition_penalty, seed):
+        """/chat: the growing answer text, for gradio_client and other programs.
+        The parameter names are the API's, so they are spelled out."""
+        gen_values = (max_new_tokens, do_sample, temperature, top_p, top_k, repetition_penalty, seed)
+        if history is not None and not isinstance(history, list):
+            raise gr.Error("history must be a list of {'role', 'content'} messages.")
+        try:
+            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
+            prepared = prepare(self.limits, message, history or [], system_prompt)
+        except UserInputError as e:
+            raise gr.Error(str(e)) from None
+        cancel = threading.Event()
+        try:
+            for text, _stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
+                yield text
+        except (UserInputError, ModelUnavailable, RuntimeError) as e:
+            raise gr.Error(str(e)) from None
+        finally:
+            cancel.set()
+
+    # --- sidebar ---------------------------------------------------------------
+    def status_markdown(self) -> str:
+        st = self.engine.status()
+        if st.state == "error":
+            return f"❌ **Model unavailable.** {st.message}"
+        if st.state in ("loading", "idle"):
+            return f"⏳ {st.message or 'Loading…'}"
+        i = st.info
+        rows = [("Model", i.get("model")), ("Revision", i.get("revision")), ("Device", i.get("device")),
+                ("dtype", i.get("dtype")), ("Attention", i.get("attention")),
+                ("Adapters", ", ".join(i.get("adapters") or []) or "none"),
+                ("Load time", f"{i.get('load_seconds')} s"), ("Weights", f"{i.get('weights_gb')} GB")]
+        if "cuda_allocated_gb" in i:
+            rows.append(("GPU memory in use", f"{i['cuda_allocated_gb']} GB"))
+        return "\n".join(f"- **{k}:** `{v}`" for k, v in rows if v is not None)
+
+    def banner_markdown(self) -> str:
+        st = self.engine.status()
+        if st.state == "error":
+            return f"### ❌ The model is unavailable\n{st.message}"
+        if getattr(self.engine, "is_tiny", False):
+            return ("### ⚠️ Tiny random model\nThis is a tiny model with **random weights**: its answers are "
+                    "random noise. It exists so you can try the interface without a GPU or a download.")
+        return ""
+
+    def poll_status(self):
+        state = self.engine.status().state
+        banner = self.banner_markdown()
+        return (self.status_markdown(), gr.Markdown(banner, visible=bool(banner)),
+                gr.Timer(active=state in ("loading", "idle")))
+
+    def attention_info(self) -> str:
+        off = [f"{o.name}: {o.reason}" for o in self.engine.attention_options() if not o.available]
+        return "Unavailable here — " + "; ".join(off) if off else "All implementations can run here."
+
+    def change_attention(self, choice):
+        options = {o.name: o for o in self.engine.attention_options()}
+        option = options.get(choice)
+        if option is None or not option.available:
+            reason = option.reason if option else "unknown implementation"
+            gr.Warning(f"{choice} cannot be used here: {reason}.")
+            return self.engine.attn, self.status_markdown()
+        try:
+            self.engine.load(choice)
+        except ModelUnavailable as e:
+            gr.Warning(str(e))
+            return self.engine.attn, self.status_markdown()
+        return choice, self.status_markdown()
+
+    def defaults(self):
+        d = GenerationSettings(max_new_tokens=self.settings.max_new_tokens)
+        values = [d.max_new_tokens, d.do_sample, d.temperature, d.top_p, d.top_k, d.repetition_penalty, -1]
+        return [self.settings.system_prompt] + values

@@ -1,0 +1,88 @@
+"""The page, declared top to bottom, then its events. Gradio only; no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..settings import GenerationSettings
+from .handlers import ChatHandlers
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+EXAMPLES = [
+    [{"text": "What is in this picture?", "files": [str(ASSETS / "example_image.png")]}],
+    [{"text": "Answer the spoken question.", "files": [str(ASSETS / "example_question.wav")]}],
+]
+CSS = """
+#chatbot { flex-grow: 1; }
+.phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
+"""
+
+
+def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Blocks:
+    h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS),))
+    d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
+    L = GenerationSettings.LIMITS
+    # Gradio deletes uploads older than a day, checking every hour.
+    with gr.Blocks(title="Phi-4-multimodal chat", fill_height=True, delete_cache=(3600, 86400)) as demo:
+        with gr.Sidebar(position="left", open=True, label="Settings"):
+            gr.Markdown("### Model")
+            model_md = gr.Markdown(h.status_markdown(), elem_id="model-status")
+            attn = gr.Radio([o.name for o in engine.attention_options()], value=engine.attn,
+                            label="Attention implementation", info=h.attention_info(), elem_id="attn")
+            gr.Markdown("### Generation")
+            max_new = gr.Slider(*L["max_new_tokens"], value=d.max_new_tokens, step=1, label="Max new tokens",
+                                elem_id="max-new-tokens")
+            do_sample = gr.Checkbox(value=d.do_sample, label="Sampling (off = greedy)", elem_id="do-sample")
+            temperature = gr.Slider(*L["temperature"], value=d.temperature, step=0.01, label="Temperature")
+            top_p = gr.Slider(*L["top_p"], value=d.top_p, step=0.01, label="Top-p")
+            top_k = gr.Slider(*L["top_k"], value=d.top_k, step=1, label="Top-k")
+            rep = gr.Slider(*L["repetition_penalty"], value=d.repetition_penalty, step=0.01,
+                            label="Repetition penalty")
+            seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
+            system_prompt = gr.Textbox(settings.system_prompt, lines=3, label="System prompt",
+                                       elem_id="system-prompt")
+            reset = gr.Button("Reset to defaults", elem_id="reset")
+
+        gr.Markdown("## Phi-4-multimodal chat\nAsk about text, images and speech. "
+                    "Attach files or record with the microphone in the message box.")
+        banner_text = h.banner_markdown()
+        banner = gr.Markdown(banner_text, visible=bool(banner_text), elem_id="banner", elem_classes="phi-banner")
+        chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
+                             placeholder="Ask a question, attach an image or an audio clip.")
+        textbox = gr.MultimodalTextbox(sources=["upload", "microphone"], file_types=["image", "audio"],
+                                       file_count="multiple", show_label=False, elem_id="message",
+                                       placeholder="Type a message, attach images/audio or record, then Enter")
+        with gr.Row():
+            stop = gr.Button("⏹ Stop", elem_id="stop", variant="stop")
+            retry = gr.Button("🔄 Retry", elem_id="retry")
+            undo = gr.Button("↩️ Undo", elem_id="undo")
+            clear = gr.Button("🗑️ Clear", elem_id="clear")
+        examples = gr.Examples(EXAMPLES, inputs=[textbox], label="Examples", elem_id="examples")
+
+        # The /chat endpoint for programs: plain message + history in, answer text out.
+        with gr.Group(visible=False):
+            api_message = gr.MultimodalTextbox(file_count="multiple")
+            api_history = gr.JSON(value=[])
+            api_answer = gr.Textbox(label="answer")
+            api_button = gr.Button()
+        timer = gr.Timer(1.0, active=engine.status().state in ("loading", "idle"))
+
+        settings_in = [system_prompt, attn, max_new, do_sample, temperature, top_p, top_k, rep, seed]
+        run = dict(outputs=[chatbot, textbox], concurrency_id="generate", api_visibility="private")
+        sent = textbox.submit(h.submit, [textbox, chatbot] + settings_in, **run)
+        again = retry.click(h.retry, [chatbot] + settings_in, **run)
+        example = examples.load_input_event.then(h.submit, [textbox, chatbot] + settings_in, **run)
+        running = [sent, again, example]
+        stop.click(None, cancels=running)
+        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private")
+        clear.click(lambda: ([], None), None, [chatbot, textbox], cancels=running, api_visibility="private")
+        api_button.click(h.api_chat, [api_message, api_history] + settings_in, [api_answer],
+                         api_name="chat", concurrency_id="generate")
+
+        timer.tick(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
+        attn.change(h.change_attention, [attn], [attn, model_md], api_visibility="private")
+        reset.click(h.defaults, None, [system_prompt, max_new, do_sample, temperature, top_p, top_k, rep, seed],
+                    api_visibility="private")
+    return demo
