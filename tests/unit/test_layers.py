@@ -1,0 +1,29 @@
+"""The house rules, checked: the UI never imports torch; the engine never imports gradio."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _modules_after(imports: str) -> set[str]:
+    code = f"import sys; {imports}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_ui_and_pure_layers_do_not_import_torch():
+    mods = _modules_after("import phi_demo.ui, phi_demo.chat, phi_demo.conversation, phi_demo.media, phi_demo.settings")
+    assert "gradio" in mods
+    assert "torch" not in mods and "transformers" not in mods
+
+
+def test_engine_does_not_import_gradio():
+    mods = _modules_after("import phi_demo.engine")
+    assert "torch" in mods
+    assert "gradio" not in mods
+
+
+def test_conversation_imports_neither_model_nor_gradio():
+    mods = _modules_after("import phi_demo.conversation")
+    assert not {"torch", "transformers", "gradio"} & mods

@@ -1,0 +1,134 @@
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from phi_demo import media
+from phi_demo.errors import UserInputError
+
+
+@pytest.mark.parametrize("mode,color", [("RGBA", (10, 20, 30, 0)), ("L", 128), ("CMYK", (0, 255, 0, 0)),
+                                        ("I;16", 40000), ("LA", (50, 255)), ("1", 1), ("F", 0.5)])
+def test_image_modes_become_rgb(tmp_path, mode, color):
+    img = Image.new(mode, (20, 10), color)
+    path = tmp_path / ("x.tiff" if mode in ("CMYK", "I;16", "F") else "x.png")
+    img.save(path)
+    out = media.load_image(path)
+    assert out.mode == "RGB" and out.size == (20, 10)
+
+
+def test_transparent_pixels_composite_on_white(tmp_path):
+    path = tmp_path / "t.png"
+    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(path)
+    assert media.load_image(path).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_palette_with_transparency(tmp_path):
+    path = tmp_path / "p.png"
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([255, 0, 0] * 256)
+    img.info["transparency"] = 0
+    img.save(path, transparency=0)
+    assert media.load_image(path).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "r.jpg"
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    img.save(path, exif=exif)
+    assert media.load_image(path).size == (20, 40)
+
+
+def test_animated_gif_first_frame(tmp_path):
+    path = tmp_path / "a.gif"
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert media.load_image(path).getpixel((0, 0))[0] > 200
+
+
+def test_bad_images_get_sentences(tmp_path):
+    empty = tmp_path / "e.png"
+    empty.write_bytes(b"")
+    with pytest.raises(UserInputError, match="empty"):
+        media.load_image(empty)
+    liar = tmp_path / "l.png"
+    liar.write_text("just text")
+    with pytest.raises(UserInputError, match="not an image"):
+        media.load_image(liar)
+    trunc = tmp_path / "t.png"
+    good = tmp_path / "g.png"
+    Image.effect_noise((200, 200), 50).save(good)
+    trunc.write_bytes(good.read_bytes()[:400])
+    with pytest.raises(UserInputError, match="damaged|truncated|not an image"):
+        media.load_image(trunc)
+
+
+def test_huge_images_are_downscaled(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (6000, 1000)).save(path)
+    assert max(media.load_image(path).size) == media.MAX_IMAGE_SIDE
+
+
+def test_decompression_bomb_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(path)  # tiny file, 144 megapixels
+    with pytest.raises(UserInputError, match="12000x12000 = 144 megapixels; the limit is 64 megapixels"):
+        media.load_image(path)
+    worse = tmp_path / "worse.png"
+    Image.new("1", (14500, 14500)).save(worse)  # past PIL's own hard limit
+    with pytest.raises(UserInputError, match="decompression bomb"):
+        media.load_image(worse)
+
+
+@pytest.mark.parametrize("sr,channels,subtype", [(16000, 1, "PCM_16"), (48000, 2, "PCM_16"), (8000, 1, "PCM_U8"),
+                                                 (44100, 6, "FLOAT"), (22050, 1, "PCM_24")])
+def test_wav_variants_become_16k_mono(tmp_path, sr, channels, subtype):
+    t = np.arange(sr) / sr
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    data = np.stack([tone] * channels, axis=1)
+    path = tmp_path / "a.wav"
+    sf.write(path, data, sr, subtype=subtype)
+    out = media.load_audio(path)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(len(out) - 16000) <= 2
+    assert 0.3 < np.abs(out).max() < 0.6
+
+
+@pytest.mark.parametrize("fmt,args", [("flac", []), ("ogg", ["-c:a", "libvorbis"]), ("mp3", []),
+                                      ("webm", ["-c:a", "libopus"]), ("m4a", ["-c:a", "aac"])])
+def test_compressed_formats_decode(tmp_path, fmt, args):
+    src = tmp_path / "s.wav"
+    sf.write(src, 0.3 * np.sin(np.arange(48000) / 10), 48000)
+    dst = tmp_path / f"s.{fmt}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    out = media.load_audio(dst)
+    assert out.dtype == np.float32 and abs(len(out) / 16000 - 1.0) < 0.1
+
+
+def test_bad_audio_gets_sentences(tmp_path):
+    empty = tmp_path / "e.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(UserInputError, match="empty"):
+        media.load_audio(empty)
+    liar = tmp_path / "l.wav"
+    liar.write_text("not audio at all")
+    with pytest.raises(UserInputError, match="not audio|damaged"):
+        media.load_audio(liar)
+    short = tmp_path / "s.wav"
+    sf.write(short, np.zeros(10, dtype=np.float32), 16000)
+    with pytest.raises(UserInputError, match="too short"):
+        media.load_audio(short)
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(16000 * 5, dtype=np.float32), 16000)
+    with pytest.raises(UserInputError, match="5.0 s long; the limit is 3 s"):
+        media.load_audio(long, max_seconds=3)
+
+
+def test_kind_of():
+    assert media.kind_of("x.JPG") == "image" and media.kind_of("y.webm") == "audio"
+    with pytest.raises(UserInputError, match="unsupported"):
+        media.kind_of("z.txt")
