@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,21 @@ class LoadedModel:
             torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            # peft warns that a second adapter joins the first: that is the point here.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 def load_processor(folder: Path):
     from transformers import AutoProcessor
 
@@ -101,7 +118,10 @@ def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
     adapters = []
     for name, sub in ADAPTERS.items():
         if (Path(folder) / sub / "adapter_config.json").is_file():
-            model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
+            # load_adapter reports every base weight as "MISSING" from the adapter file,
+            # which reads like a broken load; the adapter itself loads fully.
+            with _quiet_transformers():
+                model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
             adapters.append(name)
     model.eval()
     return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters)

@@ -1,0 +1,131 @@
+"""The UI handlers: what a person sees when something goes wrong, and that the chat survives."""
+
+import copy
+import threading
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from phi_demo.settings import AppSettings
+from phi_demo.ui.handlers import ChatHandlers, split_last_turn
+from tests.helpers import ROOT
+
+IMAGE = str(ROOT / "assets" / "example_image.png")
+GEN = ("sys", "sdpa", 8, False, 0.7, 0.95, 50, 1.0, -1)
+HISTORY = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+           {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]
+
+
+class FailingEngine:
+    def __init__(self, engine, error):
+        self._engine, self.error = engine, error
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def stream(self, request, gen, cancel, attn=None):
+        yield "partial "
+        raise self.error
+
+
+def run(handler_gen):
+    outputs = []
+    with pytest.raises(gr.Error) as err:
+        for out in handler_gen:
+            outputs.append(out)
+    return outputs, err.value
+
+
+@pytest.fixture
+def handlers(engine):
+    return ChatHandlers(engine, AppSettings(model="tiny-random", max_images=2))
+
+
+def test_submit_streams_and_adds_stats(handlers):
+    history = copy.deepcopy(HISTORY)
+    outs = list(handlers.submit({"text": "Describe", "files": [IMAGE]}, history, *GEN))
+    final, _ = outs[-1]
+    assert final[:2] == HISTORY
+    assert final[2]["role"] == "user" and final[2]["content"] == [{"path": IMAGE}, "Describe"]
+    assert final[3]["role"] == "assistant" and final[3]["content"]
+    assert final[4]["metadata"]["title"].startswith("📊 ") and "tok/s" in final[4]["metadata"]["title"]
+    assert history == HISTORY  # the input list itself is never mutated
+
+
+@pytest.mark.parametrize("message,expected", [
+    ({"text": "", "files": []}, "The message is empty"),
+    ({"text": "x", "files": ["/tmp/notes.txt"]}, "unsupported file type .txt"),
+    ({"text": "x", "files": [IMAGE, IMAGE, IMAGE]}, "3 images; the limit is 2"),
+])
+def test_bad_input_is_refused_before_anything_changes(handlers, message, expected):
+    outs, err = run(handlers.submit(message, copy.deepcopy(HISTORY), *GEN))
+    assert outs == []  # nothing was shown, the textbox keeps the message
+    assert expected in str(err)
+
+
+def test_corrupt_image_message_and_history_kept(handlers, tmp_path):
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    outs, err = run(handlers.submit({"text": "what", "files": [str(bad)]}, copy.deepcopy(HISTORY), *GEN))
+    assert outs == [] and "photo.png: the image is damaged or truncated" in str(err)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory"), ValueError("odd failure")])
+def test_failure_during_generation_rolls_back(engine, error):
+    h = ChatHandlers(FailingEngine(engine, error), AppSettings(model="tiny-random"))
+    message = {"text": "Hello?", "files": []}
+    outs, err = run(h.submit(message, copy.deepcopy(HISTORY), *GEN))
+    history, box = outs[-1]
+    assert history == HISTORY and box == message  # chat as before, message back in the box
+    assert str(error) in str(err)
+
+
+def test_retry_regenerates_last_answer(handlers):
+    history = copy.deepcopy(HISTORY) + [{"role": "assistant", "content": "stats", "metadata": {"title": "📊"}}]
+    outs = list(handlers.retry(history, *GEN))
+    final, box = outs[-1]
+    assert final[0]["content"] == ["Hi"] and final[1]["role"] == "assistant" and final[1]["content"] != "Hello!"
+    assert len(final) == 3 and box is not None
+
+
+def test_retry_with_nothing_to_retry(handlers):
+    outs, err = run(handlers.retry([], *GEN))
+    assert "no question to answer again" in str(err)
+
+
+def test_undo_puts_the_message_back():
+    history = [{"role": "user", "content": [{"type": "file", "file": {"path": IMAGE}}, {"type": "text", "text": "What?"}]},
+               {"role": "assistant", "content": "A house."}]
+    before, message = split_last_turn(copy.deepcopy(HISTORY) + history)
+    assert before == HISTORY and message == {"text": "What?", "files": [IMAGE]}
+
+
+def test_attention_choice_that_cannot_run_is_refused(handlers, engine):
+    warnings = []
+    orig = gr.Warning
+    gr.Warning = lambda msg, *a, **k: warnings.append(msg)
+    try:
+        value, _ = handlers.change_attention("flash_attention_2")
+    finally:
+        gr.Warning = orig
+    assert value == engine.attn and warnings == ["flash_attention_2 cannot be used here: needs a CUDA GPU."]
+    assert "flash_attention_2: needs a CUDA GPU" in handlers.attention_info()
+
+
+def test_status_and_tiny_banner(handlers):
+    assert "`tiny-random`" in handlers.status_markdown() and "`cpu`" in handlers.status_markdown()
+    assert "random noise" in handlers.banner_markdown()
+
+
+def test_model_unavailable_banner_says_how_to_fix():
+    from phi_demo.engine import Engine
+
+    e = Engine(AppSettings(offline=True))
+    with pytest.raises(Exception):
+        e.load()
+    h = ChatHandlers(e, AppSettings(offline=True))
+    banner = h.banner_markdown()
+    assert "unavailable" in banner and "--model" in banner and "tiny-random" in banner
+    outs, err = run(h.submit({"text": "hi", "files": []}, [], *GEN))
+    assert outs[-1][0] == [] and "tiny-random" in str(err)
