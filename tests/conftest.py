@@ -1,9 +1,10 @@
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 
 
 def pytest_configure(config):
@@ -34,3 +35,40 @@ def engine(tiny_folder):
 @pytest.fixture
 def assets():
     return ROOT / "assets"
+
+
+class RecordingEngine:
+    """The real engine, with each request noted so tests can see what the model was given.
+    `force_length` makes the tiny model produce exactly max_new_tokens (no early EOS)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.requests = []
+        self.force_length = False
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def stream(self, request, gen, cancel, attn=None):
+        self.requests.append((request, gen, attn))
+        if self.force_length:
+            gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
+        return self._engine.stream(request, gen, cancel, attn=attn)
+
+
+@pytest.fixture(scope="session")
+def server(engine):
+    from gradio_client import Client
+
+    from phi_demo.server import create, launch_kwargs
+    from phi_demo.settings import AppSettings
+
+    settings = AppSettings(model="tiny-random", host="127.0.0.1", port=free_port(), max_images=3)
+    recorder = RecordingEngine(engine)
+    _, demo = create(settings, engine=recorder)
+    demo.launch(prevent_thread_lock=True, **launch_kwargs(settings))
+    url = f"http://127.0.0.1:{settings.port}/"
+    client = Client(url, verbose=False)
+    yield dataclasses.make_dataclass("Server", ["url", "client", "engine", "demo", "settings"])(
+        url, client, recorder, demo, settings)
+    demo.close()

@@ -67,7 +67,8 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
             api_history = gr.JSON(value=[])
             api_answer = gr.Textbox(label="answer")
             api_button = gr.Button()
-        timer = gr.Timer(1.0, active=engine.status().state in ("loading", "idle"))
+        # Polls the load state until the model is ready (or failed), then switches itself off.
+        timer = gr.Timer(1.0, active=True)
 
         settings_in = [system_prompt, attn, max_new, do_sample, temperature, top_p, top_k, rep, seed]
         run = dict(outputs=[chatbot, textbox], concurrency_id="generate", api_visibility="private")
@@ -82,6 +83,7 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                          api_name="chat", concurrency_id="generate")
 
         timer.tick(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
+        demo.load(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
         attn.change(h.change_attention, [attn], [attn, model_md], api_visibility="private")
         reset.click(h.defaults, None, [system_prompt, max_new, do_sample, temperature, top_p, top_k, rep, seed],
                     api_visibility="private")

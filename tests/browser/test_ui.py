@@ -1,0 +1,184 @@
+"""What a person does in the browser, in headless Chromium driven by Playwright.
+
+The microphone is Chromium's fake capture device playing a spoken question made with
+espeak-ng, so recording goes through the real browser audio path."""
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, generate_threads, wait_until
+
+pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("PHI_DEMO_CHROMIUM", "/usr/bin/chromium")
+SHOTS = ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def speech_48k(tmp_path_factory):
+    """A 48 kHz spoken question, as a browser microphone would deliver it."""
+    out = tmp_path_factory.mktemp("mic") / "question48k.wav"
+    raw = out.with_name("raw.wav")
+    subprocess.run(["espeak-ng", "-w", str(raw), "What is the tallest mountain on Earth?"], check=True)
+    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", str(out), "pad", "0.3", "2"], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def browser(speech_48k):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={speech_48k}"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ctx = browser.new_context(permissions=["microphone"], viewport={"width": 1280, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server.url)
+    pg.wait_for_selector("#message textarea")
+    pg.wait_for_function("document.querySelector('#model-status').innerText.includes('tiny-random')")
+    yield pg
+    ctx.close()
+
+
+def bot_texts(pg):
+    return pg.locator("#chatbot [data-testid=bot]").all_inner_texts()
+
+
+def send(pg, text):
+    pg.fill("#message textarea", text)
+    pg.press("#message textarea", "Enter")
+
+
+def wait_for_stats(pg, n=1):
+    pg.wait_for_function(
+        f"[...document.querySelectorAll('#chatbot [data-testid=bot]')].filter(e => e.innerText.includes('tok/s')).length >= {n}")
+
+
+def test_type_and_send_watch_it_stream(page, server):
+    server.engine.force_length = True
+    try:
+        send(page, "Tell me about mountains")
+        seen = set()
+        end = time.time() + 60
+        while time.time() < end:
+            texts = bot_texts(page)
+            if texts:
+                seen.add(len(texts[0]))
+            if any("tok/s" in t for t in texts):
+                break
+            time.sleep(0.02)
+    finally:
+        server.engine.force_length = False
+    assert len(seen) >= 3, f"the answer did not grow in steps: {sorted(seen)}"
+    assert "Tell me about mountains" in page.locator("#chatbot [data-testid=user]").first.inner_text()
+    assert page.input_value("#message textarea") == ""
+
+
+def test_upload_an_image_and_ask(page, server):
+    page.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_image.png"))
+    page.wait_for_selector("#message img")
+    send(page, "What is in this picture?")
+    wait_for_stats(page)
+    assert page.locator("#chatbot [data-testid=user] img").count() == 1
+    request = server.engine.requests[-1][0]
+    assert request.modality == "vision" and len(request.images) == 1
+    # A follow-up still carries the image.
+    send(page, "And what colour is the roof?")
+    wait_for_stats(page, 2)
+    request = server.engine.requests[-1][0]
+    assert len(request.images) == 1 and request.prompt.count("<|user|>") == 2
+
+
+def test_record_a_spoken_question_with_the_microphone(page, server):
+    page.click("#message [data-testid=microphone-button]")
+    page.click("#message button[aria-label='Start recording']")
+    page.wait_for_timeout(3000)
+    page.click("#message button[aria-label='Stop recording']")
+    page.click("#message button[aria-label='Attach audio']")
+    page.wait_for_function("document.querySelector('#message').innerText !== null && "
+                           "document.querySelectorAll('#message .thumbnail-item, #message audio, #message .file').length > 0")
+    page.press("#message textarea", "Enter")
+    wait_for_stats(page)
+    request = server.engine.requests[-1][0]
+    assert request.modality == "speech" and len(request.audios) == 1
+    seconds = len(request.audios[0]) / 16000
+    assert 1.5 < seconds < 10, seconds
+    assert float(abs(request.audios[0]).max()) > 0.05, "the recording is silent: the fake microphone did not play"
+
+
+def test_stop_ends_streaming_and_generation(page, server):
+    page.fill("#max-new-tokens input[type=number]", "8000")
+    page.press("#max-new-tokens input[type=number]", "Enter")
+    server.engine.force_length = True
+    try:
+        send(page, "Keep talking")
+        page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=bot]').length > 0 && "
+                               "document.querySelector('#chatbot [data-testid=bot]').innerText.length > 20")
+        assert generate_threads()
+        page.click("#stop")
+        assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
+        settled = bot_texts(page)
+        time.sleep(1.0)
+        assert bot_texts(page) == settled
+    finally:
+        server.engine.force_length = False
+    assert server.engine.requests[-1][1].max_new_tokens == 8000
+    # The chat keeps working after a stop.
+    send(page, "Short one")
+    wait_for_stats(page)
+
+
+def test_sidebar_settings_take_effect_and_reset(page, server):
+    page.fill("#system-prompt textarea", "Answer like a pirate.")
+    page.fill("#max-new-tokens input[type=number]", "7")
+    page.press("#max-new-tokens input[type=number]", "Enter")
+    page.click("#do-sample input[type=checkbox]")
+    page.fill("#seed input", "42")
+    send(page, "Hello")
+    wait_for_stats(page)
+    request, gen, _ = server.engine.requests[-1]
+    assert request.prompt.startswith("<|system|>Answer like a pirate.<|end|>")
+    assert gen.max_new_tokens == 7 and gen.do_sample and gen.seed == 42
+    page.click("#reset")
+    page.wait_for_function("document.querySelector('#system-prompt textarea').value === 'You are a helpful assistant.'")
+    assert page.input_value("#max-new-tokens input[type=number]") == "512"
+
+
+def test_refused_attention_choice_shows_reason(page, server):
+    page.get_by_label("flash_attention_2").check()
+    page.wait_for_selector("text=needs a CUDA GPU")
+    page.wait_for_function("document.querySelector('#attn input[value=sdpa]').checked")
+
+
+def test_empty_message_shows_error_and_keeps_chat(page, server):
+    send(page, "First question")
+    wait_for_stats(page)
+    before = page.locator("#chatbot [data-testid=user]").count()
+    page.fill("#message textarea", "   ")
+    page.click("#message [data-testid=submit-button]")
+    page.wait_for_selector("text=The message is empty")
+    assert page.locator("#chatbot [data-testid=user]").count() == before
+
+
+def test_example_click_answers_and_screenshot(page, server):
+    page.locator("#examples").get_by_text("What is in this picture?").click()
+    wait_for_stats(page)
+    assert server.engine.requests[-1][0].modality == "vision"
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "screenshot.png"))
+    if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
+        shutil.copy(SHOTS / "screenshot.png", ROOT / "docs" / "screenshot.png")
