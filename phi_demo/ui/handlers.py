@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 GEN_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 
 
+def shown_error(message: str, title: str = "Error") -> gr.Error:
+    """The one way a failure reaches the page. Expected failures are sentences, not
+    tracebacks, so Gradio is told not to print one; unexpected ones are logged where caught."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def user_message(turn: Turn) -> dict:
     """A user turn as one Chatbot message: its files, then its text."""
     content: list[Any] = [{"path": f} for f in turn.files]
@@ -64,7 +70,7 @@ class ChatHandlers:
             gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
             prepared = prepare(self.limits, message, base_history, system_prompt)
         except UserInputError as e:
-            raise gr.Error(str(e), title="Cannot send this message") from None
+            raise shown_error(str(e), title="Cannot send this message") from None
         shown = list(base_history) + [user_message(prepared.turns[-1])]
         box = gr.MultimodalTextbox(value=None) if restore_box else gr.skip()
         yield shown, box
@@ -78,11 +84,11 @@ class ChatHandlers:
                 yield shown + answer, gr.skip()
         except (UserInputError, ModelUnavailable, RuntimeError) as e:
             yield rollback_history, (message if restore_box else gr.skip())
-            raise gr.Error(str(e), title="No answer") from None
+            raise shown_error(str(e), title="No answer") from None
         except Exception as e:  # noqa: BLE001 - a bad request must never take the app down
             log.exception("generation failed")
             yield rollback_history, (message if restore_box else gr.skip())
-            raise gr.Error(f"Something went wrong while answering: {e}", title="No answer") from None
+            raise shown_error(f"Something went wrong while answering: {e}", title="No answer") from None
         finally:
             cancel.set()  # Stop, a closed tab and a cancelled job all arrive here
 
@@ -94,7 +100,7 @@ class ChatHandlers:
         history = list(history or [])
         before, message = split_last_turn(history)
         if message is None:
-            raise gr.Error("There is no question to answer again yet.", title="Nothing to retry")
+            raise shown_error("There is no question to answer again yet.", title="Nothing to retry")
         yield from self._run(message, before, history, False, system_prompt, attn, *gen_values)
 
     @staticmethod
@@ -108,18 +114,21 @@ class ChatHandlers:
         The parameter names are the API's, so they are spelled out."""
         gen_values = (max_new_tokens, do_sample, temperature, top_p, top_k, repetition_penalty, seed)
         if history is not None and not isinstance(history, list):
-            raise gr.Error("history must be a list of {'role', 'content'} messages.")
+            raise shown_error("history must be a list of {'role', 'content'} messages.")
         try:
             gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
             prepared = prepare(self.limits, message, history or [], system_prompt)
         except UserInputError as e:
-            raise gr.Error(str(e)) from None
+            raise shown_error(str(e)) from None
         cancel = threading.Event()
         try:
             for text, _stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
                 yield text
         except (UserInputError, ModelUnavailable, RuntimeError) as e:
-            raise gr.Error(str(e)) from None
+            raise shown_error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a bad request must never take the app down
+            log.exception("generation failed")
+            raise shown_error(f"Something went wrong while answering: {e}") from None
         finally:
             cancel.set()
 
