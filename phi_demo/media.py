@@ -23,6 +23,8 @@ MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_PIXELS = 64_000_000
 # Anything shorter than one 25 ms analysis window has no speech in it.
 MIN_AUDIO_SECONDS = 0.025
+# Digital silence (below -80 dBFS everywhere): the model would only invent an answer.
+SILENCE_PEAK = 1e-4
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".webm", ".m4a", ".aac", ".mp4"}
@@ -147,6 +149,10 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 300.0) -> np.ndarra
         raise UserInputError(f"{path.name}: the clip is {seconds:.1f} s long; the limit is {max_seconds:g} s.")
     if seconds < MIN_AUDIO_SECONDS:
         raise UserInputError(f"{path.name}: the clip is empty or too short ({seconds * 1000:.0f} ms).")
+    if not np.isfinite(data).all():
+        raise UserInputError(f"{path.name}: the audio holds invalid samples (NaN or infinity).")
+    if float(np.abs(data).max()) < SILENCE_PEAK:
+        raise UserInputError(f"{path.name}: the clip is silent; nothing can be heard in it.")
     return to_mono_16k(data, sr)
 
 

@@ -126,6 +126,9 @@ class AppSettings:
         s = cls(**values)
         if environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
             s.offline = True
+        # A Space must listen on all interfaces; everywhere else only this machine may connect.
+        if s.host is None and not environ.get("GRADIO_SERVER_NAME"):
+            s.host = "0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1"
         return s
 
 

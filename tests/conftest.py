@@ -62,8 +62,9 @@ def server(engine):
 
     from phi_demo.server import create, launch_kwargs
     from phi_demo.settings import AppSettings
+    from tests.badinputs import LIMITS
 
-    settings = AppSettings(model="tiny-random", host="127.0.0.1", port=free_port(), max_images=3)
+    settings = AppSettings(model="tiny-random", host="127.0.0.1", port=free_port(), **LIMITS)
     recorder = RecordingEngine(engine)
     _, demo = create(settings, engine=recorder)
     demo.launch(prevent_thread_lock=True, **launch_kwargs(settings))

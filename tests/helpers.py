@@ -23,3 +23,12 @@ def wait_until(cond, timeout=10.0):
             return True
         time.sleep(0.05)
     return cond()
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, from /proc (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")

@@ -1,0 +1,48 @@
+"""Every bad input through the page's send handler: the sentence the user sees, and the chat
+and the message box exactly as they were. Good inputs of awkward kinds get an answer."""
+
+import copy
+
+import gradio as gr
+import pytest
+
+from phi_demo.settings import AppSettings
+from phi_demo.ui.handlers import ChatHandlers
+from tests.badinputs import LIMITS, NAMES, cases
+
+GEN = ("sys", "sdpa", 4, False, 0.7, 0.95, 50, 1.0, -1)
+HISTORY = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+           {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return cases(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def handlers(engine):
+    return ChatHandlers(engine, AppSettings(model="tiny-random", **LIMITS))
+
+
+def test_catalogue_names_are_all_tested(catalogue):
+    assert sorted(catalogue) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_path(handlers, catalogue, name):
+    message, expected = catalogue[name]
+    history = copy.deepcopy(HISTORY)
+    outputs = []
+    if expected is None:
+        outputs = list(handlers.submit(message, history, *GEN))
+        final, _ = outputs[-1]
+        assert final[:2] == HISTORY and final[2]["role"] == "user" and final[3]["role"] == "assistant"
+        return
+    with pytest.raises(gr.Error) as err:
+        for out in handlers.submit(message, history, *GEN):
+            outputs.append(out)
+    assert expected in str(err.value)
+    # Either nothing was shown, or the last thing shown is the chat as it was, message back in the box.
+    assert outputs == [] or outputs[-1] == (HISTORY, message)
+    assert history == HISTORY

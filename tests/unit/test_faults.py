@@ -1,0 +1,78 @@
+"""Stop storms, failures inside generate, and loads that fail and are retried."""
+
+import gc
+import shutil
+import threading
+
+import pytest
+
+from phi_demo.conversation import Turn, build_request
+from phi_demo.engine import Engine
+from phi_demo.errors import ModelUnavailable
+from phi_demo.settings import AppSettings, GenerationSettings
+from tests.helpers import generate_threads, rss_mb, wait_until
+
+
+def test_fifty_cancellations_in_a_row_leave_nothing_running(engine, assets):
+    request = build_request([Turn("user", "Talk", (str(assets / "example_image.png"),))])
+    gen = GenerationSettings(max_new_tokens=4000, min_new_tokens=4000)
+
+    def one():
+        stream = engine.stream(request, gen, threading.Event())
+        next(stream), next(stream)
+        stream.close()
+
+    for _ in range(5):  # warm up allocator caches before measuring
+        one()
+    gc.collect()
+    before = rss_mb()
+    for _ in range(50):
+        one()
+    assert wait_until(lambda: not generate_threads(), 5)
+    gc.collect()
+    grown = rss_mb() - before
+    assert grown < 40, f"memory grew by {grown:.0f} MB over 50 cancellations"
+
+
+def test_failure_inside_generate_then_next_request_works(engine, assets, monkeypatch):
+    loaded = engine.load()
+    real = loaded.model.generate
+    calls = []
+
+    def fail_once(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected CUDA error")
+        return real(**kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", fail_once)
+    request = build_request([Turn("user", "hi")])
+    with pytest.raises(RuntimeError, match="injected"):
+        list(engine.stream(request, GenerationSettings(max_new_tokens=4), threading.Event()))
+    pieces = list(engine.stream(request, GenerationSettings(max_new_tokens=4), threading.Event()))
+    assert pieces[-1].new_tokens >= 1
+
+
+def test_out_of_memory_is_reported_and_memory_released(engine, monkeypatch):
+    import torch
+
+    loaded = engine.load()
+
+    def oom(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(loaded.model, "generate", oom)
+    with pytest.raises(RuntimeError, match="ran out of memory for this request"):
+        list(engine.stream(build_request([Turn("user", "hi")]), GenerationSettings(max_new_tokens=4), threading.Event()))
+
+
+def test_a_failed_load_can_be_retried(tiny_folder, tmp_path):
+    later = tmp_path / "model-arrives-later"
+    engine = Engine(AppSettings(model=str(later)))
+    with pytest.raises(ModelUnavailable, match="does not hold a model"):
+        engine.load()
+    assert engine.status().state == "error"
+    shutil.copytree(tiny_folder, later)
+    assert engine.load() is not None
+    assert engine.status().state == "ready"
+    engine.cache.release()
