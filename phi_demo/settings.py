@@ -99,9 +99,11 @@ class AppSettings:
         return self.model == TINY_MODEL
 
     @classmethod
-    def parser(cls) -> argparse.ArgumentParser:
-        p = argparse.ArgumentParser(prog="app.py", description="Chat with Phi-4-multimodal-instruct in the browser.")
+    def add_arguments(cls, p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+        """One flag per field (all, or those named in `only`), plus --config."""
         for f in fields(cls):
+            if only is not None and f.name not in only:
+                continue
             flag = "--" + f.name.replace("_", "-")
             env = "PHI_DEMO_" + f.name.upper()
             help_ = f"{f.metadata.get('help', '')} [env {env}]"
@@ -109,20 +111,31 @@ class AppSettings:
                 p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
             else:
                 p.add_argument(flag, default=None, help=help_, choices=f.metadata.get("choices"))
+        p.add_argument("--config", default=None,
+                       help="settings file (.toml or .json) with the same names as the flags [env PHI_DEMO_CONFIG]")
         return p
 
     @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(prog="app.py", description="Chat with Phi-4-multimodal-instruct in the browser.")
+        return cls.add_arguments(p)
+
+    @classmethod
     def load(cls, argv: list[str] | None = None, environ: dict | None = None) -> "AppSettings":
+        return cls.resolve(vars(cls.parser().parse_args(argv)), environ)
+
+    @classmethod
+    def resolve(cls, flags: dict, environ: dict | None = None) -> "AppSettings":
+        """Flags (non-None) win over PHI_DEMO_* variables, which win over the config file."""
         environ = os.environ if environ is None else environ
-        args = vars(cls.parser().parse_args(argv))
+        config_path = flags.get("config") or environ.get("PHI_DEMO_CONFIG")
+        config = read_config(config_path) if config_path else {}
         values = {}
         for f in fields(cls):
-            raw = args.get(f.name)
-            if raw is None:
-                raw = environ.get("PHI_DEMO_" + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _convert(f, raw)
+            for raw in (flags.get(f.name), environ.get("PHI_DEMO_" + f.name.upper()), config.get(f.name)):
+                if raw is not None:
+                    values[f.name] = _convert(f, raw)
+                    break
         s = cls(**values)
         if environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
             s.offline = True
@@ -130,6 +143,28 @@ class AppSettings:
         if s.host is None and not environ.get("GRADIO_SERVER_NAME"):
             s.host = "0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1"
         return s
+
+
+def read_config(path: str) -> dict:
+    """A .toml or .json file of settings; keys may use dashes or underscores."""
+    import json
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh) if str(path).endswith(".toml") else json.load(fh)
+    except OSError as e:
+        raise SystemExit(f"Cannot read the settings file {path}: {e.strerror}.") from None
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"The settings file {path} is not valid: {e}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"The settings file {path} must hold a table of settings.")
+    known = {f.name for f in fields(AppSettings)}
+    clean = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(clean) - known)
+    if unknown:
+        raise SystemExit(f"The settings file {path} has unknown settings: {', '.join(unknown)}.")
+    return clean
 
 
 def _convert(f: dataclasses.Field, raw):

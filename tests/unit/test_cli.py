@@ -1,0 +1,159 @@
+"""`python -m phi_demo ask|transcribe`, and URL fetching for it."""
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from phi_demo import fetch as fetch_mod
+from phi_demo.errors import UserInputError
+from phi_demo.transcription import instruction
+from tests.helpers import ROOT
+
+IMAGE = ROOT / "assets" / "example_image.png"
+AUDIO = ROOT / "assets" / "example_question.wav"
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "phi_demo", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_ask_with_image_and_audio_writes_json(tmp_path):
+    out = tmp_path / "run.json"
+    r = cli("ask", "What is this?", "--image", str(IMAGE), "--audio", str(AUDIO), "--model", "tiny-random",
+            "--max-new-tokens", "6", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    assert "tok/s" in r.stderr and "Traceback" not in r.stderr
+    rec = json.loads(out.read_text())
+    assert rec["prompt"].endswith("<|user|><|image|><|audio|>What is this?<|end|><|assistant|>")
+    assert rec["answer"] == r.stdout.rstrip("\n")
+    assert rec["settings"]["adapter"] == "vision" and rec["settings"]["generation"]["max_new_tokens"] == 6
+    assert rec["timings"]["new_tokens"] >= 1 and rec["timings"]["ttft_s"] > 0
+
+
+def test_transcribe_uses_speech_adapter_and_language(tmp_path):
+    out = tmp_path / "t.json"
+    r = cli("transcribe", str(AUDIO), "--language", "fr", "--model", "tiny-random", "--max-new-tokens", "5",
+            "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert rec["settings"]["adapter"] == "speech"
+    assert "The speech is in French." in rec["prompt"] and rec["prompt"].startswith("<|user|><|audio|>")
+
+
+def test_config_file_env_and_flags_precedence(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('model = "tiny-random"\nmax-new-tokens = 3\nsystem_prompt = "From the file."\n')
+    out = tmp_path / "o.json"
+    import os
+
+    env = {**os.environ, "PHI_DEMO_SYSTEM_PROMPT": "From the environment."}
+    r = cli("ask", "hi", "--config", str(cfg), "--json", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert rec["settings"]["generation"]["max_new_tokens"] == 3
+    assert rec["prompt"].startswith("<|system|>From the environment.<|end|>")
+    r = cli("ask", "hi", "--config", str(cfg), "--max-new-tokens", "2", "--json", str(out), env=env)
+    assert json.loads(out.read_text())["settings"]["generation"]["max_new_tokens"] == 2
+
+
+@pytest.mark.parametrize("args,code,expected", [
+    (["ask", "x", "--image", "/no/such.png"], 2, "/no/such.png: no such file."),
+    (["ask", "x", "--image", "http://127.0.0.1:9/a.png"], 2, "loopback, private or reserved address"),
+    (["ask", "x", "--image", "file:///etc/passwd"], 2, "Only http and https URLs can be fetched"),
+    (["ask", "   "], 2, "The question is empty."),
+    (["ask", "x", "--image", str(AUDIO).replace(".wav", ".txt")], 2, "no such file"),
+    (["transcribe", str(AUDIO), "--language", "klingon"], 2, "Unknown speech language 'klingon'"),
+    (["ask", "x", "--model", "/does/not/exist"], 3, "does not hold a model"),
+])
+def test_bad_input_is_one_line_and_non_zero(args, code, expected):
+    r = cli(*args, *([] if "--model" in args else ["--model", "tiny-random"]))
+    assert r.returncode == code, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("phi-demo:")]
+    assert len(lines) == 1 and expected in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_instruction_prompts():
+    assert instruction() == "Transcribe the audio clip into text. Give only the transcript."
+    assert instruction("de", "translate") == "Translate the German audio to English. Give only the English translation."
+    with pytest.raises(UserInputError, match="choose transcribe or translate"):
+        instruction("en", "summarise")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        if self.path == "/image.png":
+            body = IMAGE.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/big.bin":
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"\0" * 65536)
+        elif self.path == "/slow.png":
+            time.sleep(3)
+            self.send_response(200)
+            self.end_headers()
+        elif self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/image.png")
+            self.end_headers()
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+def test_fetch_downloads_and_caches_by_content_hash(http_server, tmp_path):
+    p = fetch_mod.fetch(f"{http_server}/image.png", tmp_path, allow_private=True)
+    assert p.read_bytes() == IMAGE.read_bytes() and p.suffix == ".png" and len(p.stem) == 64
+    assert fetch_mod.fetch(f"{http_server}/image.png", tmp_path, allow_private=True) == p
+
+
+def test_fetch_refuses_loopback_by_default(http_server, tmp_path):
+    with pytest.raises(UserInputError, match="loopback, private or reserved"):
+        fetch_mod.fetch(f"{http_server}/image.png", tmp_path)
+
+
+def test_fetch_size_cap_timeout_status(http_server, tmp_path):
+    with pytest.raises(UserInputError, match="larger than the 1 MB limit"):
+        fetch_mod.fetch(f"{http_server}/big.bin", tmp_path, max_bytes=1_000_000, allow_private=True)
+    with pytest.raises(UserInputError, match="no answer within 0.5 s"):
+        fetch_mod.fetch(f"{http_server}/slow.png", tmp_path, timeout=0.5, allow_private=True)
+    with pytest.raises(UserInputError, match="HTTP 404"):
+        fetch_mod.fetch(f"{http_server}/missing.png", tmp_path, allow_private=True)
+
+
+def test_redirect_hops_are_checked_too(http_server, tmp_path, monkeypatch):
+    checked = []
+
+    def only_localhost(host, allow_private):
+        checked.append(host)
+        if host != "localhost":
+            raise UserInputError(f"Refusing to fetch from {host}")
+
+    monkeypatch.setattr(fetch_mod, "_check_host", only_localhost)
+    url = http_server.replace("127.0.0.1", "localhost") + "/redirect"
+    with pytest.raises(UserInputError, match="Refusing to fetch from 127.0.0.1"):
+        fetch_mod.fetch(url, tmp_path)
+    assert checked == ["localhost", "127.0.0.1"]
