@@ -6,6 +6,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from .errors import ModelUnavailable
 from .settings import AppSettings
 
 
@@ -18,13 +19,20 @@ def upload_root() -> str:
 
 def create(settings: AppSettings, engine=None, load: bool = True):
     """Build (engine, demo). The model starts loading in the background; the page shows progress."""
-    from .engine import Engine
+    from .engine import Engine, zerogpu
     from .ui import build_demo
 
     engine = engine or Engine(settings)
     if load and engine.status().state != "error":
-        engine.load_in_background()
-    demo = build_demo(engine, settings, allowed_roots=(upload_root(),))
+        if zerogpu.enabled():
+            # ZeroGPU wants the model on "cuda" when the app is imported, not later.
+            try:
+                engine.load()
+            except ModelUnavailable:
+                pass  # the page says why
+        else:
+            engine.load_in_background()
+    demo = build_demo(zerogpu.wrap(engine), settings, allowed_roots=(upload_root(),))
     # Requests wait in Gradio's queue (and see their position) while one answer is generated.
     demo.queue(default_concurrency_limit=1, max_size=64)
     return engine, demo

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelUnavailable
+from . import zerogpu
 from .sources import HOW_TO_FIX
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
@@ -28,6 +29,8 @@ def resolve_device(spec: str) -> str:
 def resolve_dtype(spec: str, device: str, tiny: bool) -> str:
     if spec != "auto":
         return spec
+    if zerogpu.enabled():
+        return "bfloat16"  # ZeroGPU's cards (A100/H200) all have it; its emulated CUDA cannot be asked
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     # The real model in float32 would need ~22 GB of RAM; the tiny one is happiest in float32.
@@ -107,9 +110,13 @@ def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
     start = time.perf_counter()
     try:
         processor = load_processor(folder)
+        # Under ZeroGPU, CUDA is emulated until a request runs: load on the CPU, then .to()
+        # records the move, as ZeroGPU asks.
+        load_on = "cpu" if zerogpu.enabled() else device
         model = Phi4MultimodalForCausalLM.from_pretrained(
-            folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=device,
+            folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=load_on,
         ).eval()
+
     except torch.OutOfMemoryError as e:
         raise ModelUnavailable(f"Not enough GPU memory to load the model in {dtype}: {e}. Try --device cpu.") from e
     except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -123,5 +130,7 @@ def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
             with _quiet_transformers():
                 model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
             adapters.append(name)
+    if load_on != device:
+        model.to(device)  # after the adapters: their loader copies tensors in threads ZeroGPU does not see
     model.eval()
     return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ class Engine:
     def __init__(self, settings: AppSettings, cache: ModelCache | None = None):
         self.settings = settings
         self.is_tiny = settings.model == TINY_MODEL
+        self.on_space = bool(os.environ.get("SPACE_ID"))
         self.cache = cache or ModelCache(self._load)
         self._generate_lock = threading.Lock()
         self._state_lock = threading.Lock()

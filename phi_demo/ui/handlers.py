@@ -152,7 +152,11 @@ class ChatHandlers:
         st = self.engine.status()
         if st.state == "error":
             return f"### ❌ The model is unavailable\n{st.message}"
-        if getattr(self.engine, "is_tiny", False):
+        if self.engine.on_space and self.engine.device == "cpu" and not self.engine.is_tiny:
+            return ("### 🐢 This Space has no GPU\nThe full Phi-4-multimodal model answers very slowly on a CPU "
+                    "(minutes per answer). To try the interface, set `PHI_DEMO_MODEL=tiny-random` in the Space's "
+                    "settings (or run `python app.py --model tiny-random`); for real answers, pick GPU hardware.")
+        if self.engine.is_tiny:
             return ("### ⚠️ Tiny random model\nThis is a tiny model with **random weights**: its answers are "
                     "random noise. It exists so you can try the interface without a GPU or a download.")
         return ""
