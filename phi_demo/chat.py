@@ -7,17 +7,11 @@ imports neither gradio nor torch: the engine is handed in.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .conversation import Limits, ModelRequest, Turn, build_request, message_to_turn, normalize_history
 from .settings import GenerationSettings
-
-# A browser gains nothing from more than ~30 repaints a second, and each update costs a
-# server->browser message; pieces that arrive faster are sent together.
-MIN_UPDATE_INTERVAL_S = 1 / 30
-
 
 @dataclass
 class Prepared:
@@ -33,26 +27,19 @@ def prepare(engine_limits: Limits, message: Any, history: Any, system_prompt: st
 
 
 def stream_answer(engine, request: ModelRequest, gen: GenerationSettings, cancel: threading.Event,
-                  attn: str | None = None, min_interval_s: float = MIN_UPDATE_INTERVAL_S) -> Iterator[tuple[str, Any]]:
-    """Yield (answer so far, None) while streaming, then (answer, stats) once.
-    Updates are coalesced to at most one per `min_interval_s`; the last text is never held back."""
+                  attn: str | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield (answer so far, None) while streaming, then (answer, stats) once. The engine
+    already hands text over at a browser-friendly rate."""
     text = ""
-    sent = ""
-    last = 0.0
     pieces = engine.stream(request, gen, cancel, attn=attn)
     try:
         for piece in pieces:
             if isinstance(piece, str):
                 text += piece
-                now = time.perf_counter()
-                if now - last >= min_interval_s:
-                    sent, last = text, now
-                    yield text, None
+                yield text, None
             else:
                 yield text, piece
                 return
-        if text != sent:
-            yield text, None
     finally:
         cancel.set()
         pieces.close()

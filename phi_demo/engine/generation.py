@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
+from .prefix_cache import PrefixCache, slice_media
 
 
 class CancelCriteria(StoppingCriteria):
@@ -26,13 +27,42 @@ class CancelCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-class CountingStreamer(TextIteratorStreamer):
-    """TextIteratorStreamer that also counts new tokens and notes when the first arrived."""
+# A browser gains nothing from more than ~30 repaints a second; text that arrives faster
+# is handed on together.
+MIN_HANDOFF_INTERVAL_S = 1 / 30
 
-    def __init__(self, *args, **kwargs):
+
+class CountingStreamer(TextIteratorStreamer):
+    """TextIteratorStreamer that also counts new tokens, notes when the first arrived, and
+    keeps its decode window short.
+
+    TextStreamer re-decodes every token since the last newline at each step, so a long
+    paragraph costs O(n^2) on the generating thread (0.06 ms per token at 64 tokens, 0.15 ms
+    at 1,024 on 2 CPU cores). Once the window holds `window` tokens and all of its text has
+    been handed out, it is cut back to its last token, which stays as context for the next
+    decode, exactly as TextStreamer itself does at a newline."""
+
+    def __init__(self, *args, window: int = 16, min_interval_s: float = MIN_HANDOFF_INTERVAL_S, **kwargs):
         super().__init__(*args, **kwargs)
+        self.window = window
+        self.min_interval_s = min_interval_s
         self.new_tokens = 0
         self.first_token_at: float | None = None
+        self._pending = ""
+        self._last_handoff = 0.0
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        """Hand text to the reader at most every `min_interval_s` (the first piece at once,
+        the rest on time or at the end): each hand-off wakes the reading thread, which then
+        competes with generation for the GIL."""
+        self._pending += text
+        now = time.perf_counter()
+        if self._pending and (stream_end or now - self._last_handoff >= self.min_interval_s):
+            self.text_queue.put(self._pending, timeout=self.timeout)
+            self._pending = ""
+            self._last_handoff = now
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
 
     def put(self, value):
         if not self.next_tokens_are_prompt:
@@ -40,6 +70,11 @@ class CountingStreamer(TextIteratorStreamer):
                 self.first_token_at = time.perf_counter()
             self.new_tokens += int(value.numel())
         super().put(value)
+        if len(self.token_cache) > self.window:
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if self.print_len == len(text):
+                self.token_cache = self.token_cache[-1:]
+                self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
 
 
 @dataclass
@@ -50,11 +85,13 @@ class GenerationStats:
     total_s: float
     decode_tok_s: float  # new tokens after the first / time after the first
     cancelled: bool = False
+    cached_tokens: int = 0  # prompt tokens served from the previous turn's KV cache
 
     def summary(self) -> str:
         tail = " · stopped" if self.cancelled else ""
+        cached = f", {self.cached_tokens} cached" if self.cached_tokens else ""
         return (f"{self.new_tokens} tokens · {self.decode_tok_s:.1f} tok/s · "
-                f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tokens{tail}")
+                f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tokens{cached}{tail}")
 
 
 def prepare_inputs(loaded, request):
@@ -83,11 +120,13 @@ def generation_kwargs(gen: GenerationSettings) -> dict:
 
 
 def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.Event,
-                    poll_s: float = 0.25) -> Iterator[str | GenerationStats]:
+                    poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
+                    adapter: str | None = None) -> Iterator[str | GenerationStats]:
     """Yield text pieces as they are decoded, then one GenerationStats.
 
     The caller may stop iterating at any time: closing this generator sets `cancel`, which
-    the model sees at its next token. An exception inside generate() is re-raised here."""
+    the model sees at its next token. An exception inside generate() is re-raised here.
+    With a `prefix_cache`, a prompt that extends an earlier one reuses its KV cache."""
     start = time.perf_counter()
     inputs = prepare_inputs(loaded, request)
     prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -97,17 +136,26 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             f"The conversation is {prompt_tokens} tokens long and {gen.max_new_tokens} new tokens were asked for; "
             f"the model's context window is {limit} tokens. Clear the chat, shorten the message or lower max new tokens."
         )
+    reuse = None
+    if prefix_cache is not None:
+        processor = loaded.processor
+        reuse = prefix_cache.take(inputs["input_ids"][0], request.prompt, adapter,
+                                  processor.image_token_id, processor.audio_token_id)
+    cache = reuse.cache if reuse else DynamicCache(config=loaded.model.config)
+    model_inputs = slice_media(inputs, reuse) if reuse else inputs
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
     errors: list[BaseException] = []
+    produced: list[torch.Tensor] = []
 
     def run():
         try:
             if gen.seed is not None:
                 torch.manual_seed(gen.seed)
             with torch.inference_mode():
-                loaded.model.generate(**inputs, streamer=streamer,
-                                      stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
-                                      **generation_kwargs(gen))
+                produced.append(loaded.model.generate(
+                    **model_inputs, cache=cache, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                    **generation_kwargs(gen)))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)
             streamer.end()  # never leave the reader waiting
@@ -131,10 +179,13 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
         if errors:
             raise errors[0]
         end = time.perf_counter()
+        if prefix_cache is not None and produced and cache.get_seq_length() > 0:
+            prefix_cache.put(produced[0][0], cache, adapter)
         first = streamer.first_token_at or end
         n = streamer.new_tokens
         decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
-        yield GenerationStats(prompt_tokens, n, first - start, end - start, decode, cancel.is_set())
+        yield GenerationStats(prompt_tokens, n, first - start, end - start, decode, cancel.is_set(),
+                              reuse.length if reuse else 0)
     finally:
         cancel.set()
         thread.join()

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ModelUnavailable
 from . import zerogpu
+from .prefix_cache import PrefixCache
 from .sources import HOW_TO_FIX
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
@@ -58,6 +59,7 @@ class LoadedModel:
     attn: str
     load_seconds: float
     adapters: list[str] = field(default_factory=list)
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache)
 
     @property
     def memory_bytes(self) -> int:
@@ -72,6 +74,7 @@ class LoadedModel:
         self.attn = attn
 
     def release(self) -> None:
+        self.prefix_cache.clear()
         self.model = None
         self.processor = None
         gc.collect()

@@ -38,6 +38,7 @@ class Engine:
         self.settings = settings
         self.is_tiny = settings.model == TINY_MODEL
         self.on_space = bool(os.environ.get("SPACE_ID"))
+        self.kv_reuse = settings.kv_reuse
         self.cache = cache or ModelCache(self._load)
         self._generate_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -133,9 +134,11 @@ class Engine:
         with self._generate_lock:
             if cancel.is_set():
                 return
-            self.activate_adapter(loaded, request.modality)
+            adapter = self.activate_adapter(loaded, request.modality)
             try:
-                yield from stream_generate(loaded, request, gen, cancel)
+                yield from stream_generate(loaded, request, gen, cancel,
+                                           prefix_cache=loaded.prefix_cache if self.kv_reuse else None,
+                                           adapter=adapter)
             except torch.OutOfMemoryError:
                 gc.collect()
                 if torch.cuda.is_available():

@@ -1,0 +1,338 @@
+"""Speed, measured side by side in one run: raw `model.generate` vs our streaming engine vs a
+full request through the running Gradio server, plus prefill costs, KV reuse across chat
+turns, each attention implementation, and peak memory.
+
+    python -m phi_demo.bench --quick                       # tiny model, under a minute
+    python -m phi_demo.bench --model full-random --device cuda --dtype bfloat16
+
+Ends with one line: `stream/raw tok/s ratio: R (model, device, attention)`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+FULL_RANDOM = "full-random"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def versions() -> str:
+    import gradio
+    import torch
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}, gradio {gradio.__version__}"
+
+
+class ForcedLength:
+    """The engine with every answer forced to exactly max_new_tokens (EOS ignored), so that
+    all three paths produce the same number of tokens."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def stream(self, request, gen, cancel, attn=None):
+        gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
+        return self._engine.stream(request, gen, cancel, attn=attn)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class StepClock:
+    """A StoppingCriteria that only notes when each new token exists: generate() calls it
+    once per step, right where a streamer would get the token."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def raw_generate(loaded, request, n: int) -> tuple[float, float, float]:
+    """(time to first token, decode tok/s, end-to-end tok/s) of plain model.generate: no
+    streamer, no thread."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    from .engine.generation import prepare_inputs
+
+    clock = StepClock()
+    sync(loaded.device)
+    t = time.perf_counter()
+    inputs = prepare_inputs(loaded, request)
+    with torch.inference_mode():
+        loaded.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              temperature=None, top_p=None, top_k=None,
+                              stopping_criteria=StoppingCriteriaList([clock]))
+    sync(loaded.device)
+    end = time.perf_counter()
+    first, last = clock.times[0], clock.times[-1]
+    return first - t, (n - 1) / max(last - first, 1e-9), n / (end - t)
+
+
+def engine_stream(engine, request, n: int) -> tuple[float, float, float]:
+    from .settings import GenerationSettings
+
+    engine.load().prefix_cache.clear()  # a fresh prompt each run, as raw generate sees it
+    gen = GenerationSettings(max_new_tokens=n, min_new_tokens=n)
+    t = time.perf_counter()
+    stats = list(engine.stream(request, gen, threading.Event()))[-1]
+    end = time.perf_counter()
+    assert stats.new_tokens == n, stats
+    return stats.ttft_s, stats.decode_tok_s, n / (end - t)
+
+
+def server_stream(client, engine, n: int) -> tuple[float, float, float]:
+    """Through HTTP, the queue and the page's coalesced updates. Decode speed cannot be seen
+    from the client (updates are batched), so only the first text and the end are timed."""
+    engine.load().prefix_cache.clear()
+    t = time.perf_counter()
+    job = client.submit({"text": BENCH_QUESTION, "files": []}, [], api_name="/chat", max_new_tokens=n,
+                        system_prompt=BENCH_SYSTEM)
+    first = None
+    for _ in job:
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    return (first or end) - t, float("nan"), n / (end - t)
+
+
+BENCH_SYSTEM = "You are a helpful assistant."
+BENCH_QUESTION = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+
+
+def interleaved_medians(paths: dict, runs: int) -> dict:
+    """Each round runs every path once, so slow drifts of a shared machine hit all alike."""
+    samples = {name: [] for name in paths}
+    for _ in range(runs):
+        for name, fn in paths.items():
+            samples[name].append(fn())
+    return {name: tuple(statistics.median(r[i] for r in rs) for i in range(len(rs[0])))
+            for name, rs in samples.items()}
+
+
+def prefill_rows(engine, loaded, runs) -> list[tuple[str, int, float]]:
+    """(input, prompt tokens, prefill ms) for text, images of three sizes and two audio lengths."""
+    import soundfile as sf
+    from PIL import Image
+
+    from .conversation import Limits, Turn, build_request
+    from .engine.generation import prepare_inputs
+
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "phi-demo-bench"
+    tmp.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    cases = [("text only", ())]
+    for side in (448, 896, 1344):
+        p = tmp / f"img{side}.png"
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(p)
+        cases.append((f"image {side}x{side}", (str(p),)))
+    for seconds in (5, 30):
+        p = tmp / f"audio{seconds}.wav"
+        sf.write(p, (0.1 * rng.standard_normal(16000 * seconds)).astype(np.float32), 16000)
+        cases.append((f"audio {seconds} s", (str(p),)))
+    rows = []
+    for name, files in cases:
+        request = build_request([Turn("user", "Describe this.", files)], BENCH_SYSTEM, Limits(max_audio_seconds=60))
+        engine.activate_adapter(loaded, request.modality)
+        tokens = int(prepare_inputs(loaded, request)["input_ids"].shape[1])
+        ms = statistics.median(raw_generate_prefill(loaded, request) for _ in range(runs)) * 1000
+        rows.append((name, tokens, ms))
+    engine.activate_adapter(loaded, "text")
+    return rows
+
+
+def raw_generate_prefill(loaded, request) -> float:
+    """Processor + one forward pass over the prompt (the first token's cost)."""
+    import torch
+
+    from .engine.generation import prepare_inputs
+
+    sync(loaded.device)
+    t = time.perf_counter()
+    inputs = prepare_inputs(loaded, request)
+    with torch.inference_mode():
+        loaded.model(**inputs, logits_to_keep=1)
+    sync(loaded.device)
+    return time.perf_counter() - t
+
+
+def reuse_rows(engine, turns: int, new_tokens: int) -> list[tuple[int, float, float, int]]:
+    """A chat with an image in turn 1 and a same-size question each turn:
+    (turn, TTFT with reuse, TTFT without, cached tokens)."""
+    from .conversation import Turn, build_request
+    from .settings import GenerationSettings
+
+    image = str(ROOT / "assets" / "example_image.png")
+    gen = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    out = []
+    for reuse in (True, False):
+        engine.kv_reuse = reuse
+        engine.load().prefix_cache.clear()
+        history: list = []
+        for t in range(1, turns + 1):
+            history.append(Turn("user", f"Question {t}: what do you see in the picture now?", (image,) if t == 1 else ()))
+            pieces = list(engine.stream(build_request(history, BENCH_SYSTEM), gen, threading.Event()))
+            stats = pieces[-1]
+            history.append(Turn("assistant", "".join(pieces[:-1])))
+            if reuse:
+                out.append([t, stats.ttft_s, None, stats.cached_tokens])
+            else:
+                out[t - 1][2] = stats.ttft_s
+    engine.kv_reuse = True
+    return [tuple(r) for r in out]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, few runs: under a minute")
+    p.add_argument("--model", default="tiny-random", help=f"tiny-random, {FULL_RANDOM}, a folder or a hub id")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--attn", default="all", help="an implementation, or 'all' that can run here")
+    p.add_argument("--runs", type=int, default=None, help="runs per measurement (median)")
+    p.add_argument("--new-tokens", type=int, default=None)
+    p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
+    p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
+    p.add_argument("--out", default=None, help="append the report (markdown) to this file")
+    args = p.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    n = args.new_tokens or (64 if args.quick else 256)
+
+    import torch
+
+    from .engine import Engine, ModelCache
+    from .engine.attention import attention_options
+    from .engine.loader import resolve_device, resolve_dtype
+    from .engine.tiny import build_full_random
+    from .settings import AppSettings
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, tiny=args.model == "tiny-random")
+    names = [o.name for o in attention_options(device) if o.available] if args.attn == "all" else [args.attn]
+    report = [f"## {args.model} on {device} ({dtype})", "",
+              f"Machine: {machine()}; {versions()}.  ",
+              f"Command: `python -m phi_demo.bench {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
+              f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}.", ""]
+    summary = None
+    for attn in names:
+        settings = AppSettings(model=args.model, device=device, dtype=dtype, attn=attn, host="127.0.0.1")
+        if args.model == FULL_RANDOM:
+            built = build_full_random(device, dtype, attn)
+            engine = Engine(settings, cache=ModelCache(lambda key, b=built: b))
+        else:
+            engine = Engine(settings)
+        t0 = time.perf_counter()
+        loaded = engine.load()
+        load_s = time.perf_counter() - t0
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+
+        from .conversation import Turn, build_request
+
+        request = build_request([Turn("user", BENCH_QUESTION)], BENCH_SYSTEM)
+        engine.activate_adapter(loaded, "text")
+        # Warm-up: first calls pay for lazy initialisation (kernels, allocator).
+        raw_generate(loaded, request, min(n, 8))
+        engine_stream(engine, request, min(n, 8))
+        paths = {"raw model.generate": lambda: raw_generate(loaded, request, n),
+                 "engine stream (thread + streamer)": lambda: engine_stream(engine, request, n)}
+        if not args.no_server:
+            from gradio_client import Client
+
+            from .server import create, launch_kwargs
+            forced = ForcedLength(engine)
+            _, demo = create(settings, engine=forced, load=False)
+            kw = launch_kwargs(settings)
+            kw["server_port"] = None
+            demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+            client = Client(demo.local_url, verbose=False)
+            server_stream(client, engine, min(n, 8))
+            paths["Gradio server via gradio_client"] = lambda: server_stream(client, engine, n)
+        results = interleaved_medians(paths, runs)
+        if not args.no_server:
+            demo.close()
+        rows = [(name, *r) for name, r in results.items()]
+        raw, ours = results["raw model.generate"], results["engine stream (thread + streamer)"]
+        srv = results.get("Gradio server via gradio_client")
+        report += [f"### Attention: {attn} (load {load_s:.2f} s)", "",
+                   "| path | time to first token (s) | decode tok/s | ratio | end-to-end tok/s | ratio |",
+                   "| --- | --- | --- | --- | --- | --- |"]
+        for name, ttft, tps, e2e in rows:
+            decode = f"{tps:.1f} | {tps / raw[1]:.3f}" if tps == tps else "— | —"  # NaN: not observable
+            report.append(f"| {name} | {ttft:.3f} | {decode} | {e2e:.1f} | {e2e / raw[2]:.3f} |")
+        report.append("")
+        prefill = prefill_rows(engine, loaded, runs)
+        report += ["| prefill input | prompt tokens | processor + prefill (ms) |", "| --- | --- | --- |"]
+        report += [f"| {name} | {tokens} | {ms:.1f} |" for name, tokens, ms in prefill]
+        report.append("")
+        reuse = reuse_rows(engine, args.turns, min(n, 32))
+        report += ["| chat turn (image in turn 1) | TTFT with KV reuse (s) | TTFT without (s) | cached prompt tokens |",
+                   "| --- | --- | --- | --- |"]
+        report += [f"| {t} | {a:.3f} | {b:.3f} | {c} |" for t, a, b, c in reuse]
+        last_vs_first = reuse[-1][1] / reuse[0][1]
+        report.append("")
+        report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {last_vs_first:.2f} "
+                      f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        mem = f"Peak memory: CPU RSS {peak_rss:.0f} MB"
+        if device.startswith("cuda"):
+            mem += f", CUDA {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+        report += ["", mem + ".", ""]
+        ratio = ours[1] / raw[1]
+        line = f"stream/raw tok/s ratio: {ratio:.2f} ({args.model}, {device}, {attn})"
+        if not args.no_server:
+            line += f"; server/raw end-to-end: {srv[2] / raw[2]:.2f}"
+        if summary is None or attn == engine.attn:
+            summary = line
+        engine.cache.release()
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(text + "\n")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
