@@ -31,7 +31,7 @@ def one():
     next(stream), next(stream)
     stream.close()
 
-for _ in range(10):  # warm up allocator caches before measuring
+for _ in range(50):  # warm-up: allocator pools and caches settle
     one()
 gc.collect()
 before = rss_mb()
@@ -39,7 +39,11 @@ for _ in range(50):
     one()
 assert wait_until(lambda: not generate_threads(), 5), "a generation thread is still alive"
 gc.collect()
-print(f"grown {rss_mb() - before:.1f}")
+after_50 = rss_mb()
+for _ in range(150):
+    one()
+gc.collect()
+print(f"grown {after_50 - before:.1f} {rss_mb() - before:.1f}")
 """
 
 
@@ -47,8 +51,11 @@ def test_fifty_cancellations_in_a_row_leave_nothing_running():
     # A process of its own, so that nothing else the test session runs moves the figure.
     r = subprocess.run([sys.executable, "-c", CANCEL_STORM], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    grown = float(r.stdout.split("grown")[1])
-    assert grown < 30, f"memory grew by {grown:.0f} MB over 50 cancellations"
+    after_50, after_200 = (float(x) for x in r.stdout.split("grown")[1].split())
+    # Resident memory wobbles by about 20 MB here as the allocator returns pages; a leak of
+    # 150 KB per cancellation would add 30 MB over 200.
+    assert after_50 < 30, f"memory grew by {after_50:.0f} MB over 50 cancellations"
+    assert after_200 < 30, f"memory grew by {after_200:.0f} MB over 200 cancellations"
 
 
 def test_failure_inside_generate_then_next_request_works(engine, assets, monkeypatch):
