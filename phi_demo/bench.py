@@ -233,9 +233,12 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
+    p.add_argument("--sections", default="prefill,reuse",
+                   help="measurements besides the three paths: prefill, reuse (comma-separated; '' for none)")
     p.add_argument("--out", default=None, help="append the report (markdown) to this file")
     args = p.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
+    sections = set(args.sections.split(","))
     n = args.new_tokens or (64 if args.quick else 256)
 
     import torch
@@ -263,7 +266,7 @@ def main(argv=None) -> int:
             engine = Engine(settings)
         t0 = time.perf_counter()
         loaded = engine.load()
-        load_s = time.perf_counter() - t0
+        load_s = loaded.load_seconds if args.model == FULL_RANDOM else time.perf_counter() - t0
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
 
@@ -301,18 +304,19 @@ def main(argv=None) -> int:
             decode = f"{tps:.1f} | {tps / raw[1]:.3f}" if tps == tps else "— | —"  # NaN: not observable
             report.append(f"| {name} | {ttft:.3f} | {decode} | {e2e:.1f} | {e2e / raw[2]:.3f} |")
         report.append("")
-        prefill = prefill_rows(engine, loaded, runs)
-        report += ["| prefill input | prompt tokens | processor + prefill (ms) |", "| --- | --- | --- |"]
-        report += [f"| {name} | {tokens} | {ms:.1f} |" for name, tokens, ms in prefill]
-        report.append("")
-        reuse = reuse_rows(engine, args.turns, min(n, 32))
-        report += ["| chat turn (image in turn 1) | TTFT with KV reuse (s) | TTFT without (s) | cached prompt tokens |",
-                   "| --- | --- | --- | --- |"]
-        report += [f"| {t} | {a:.3f} | {b:.3f} | {c} |" for t, a, b, c in reuse]
-        last_vs_first = reuse[-1][1] / reuse[0][1]
-        report.append("")
-        report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {last_vs_first:.2f} "
-                      f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
+        if "prefill" in sections:
+            prefill = prefill_rows(engine, loaded, runs)
+            report += ["| prefill input | prompt tokens | processor + prefill (ms) |", "| --- | --- | --- |"]
+            report += [f"| {name} | {tokens} | {ms:.1f} |" for name, tokens, ms in prefill]
+            report.append("")
+        if "reuse" in sections:
+            reuse = reuse_rows(engine, args.turns, min(n, 32))
+            report += ["| chat turn (image in turn 1) | TTFT with KV reuse (s) | TTFT without (s) | cached prompt tokens |",
+                       "| --- | --- | --- | --- |"]
+            report += [f"| {t} | {a:.3f} | {b:.3f} | {c} |" for t, a, b, c in reuse]
+            report.append("")
+            report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {reuse[-1][1] / reuse[0][1]:.2f} "
+                          f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         mem = f"Peak memory: CPU RSS {peak_rss:.0f} MB"
         if device.startswith("cuda"):

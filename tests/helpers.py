@@ -3,6 +3,8 @@ import threading
 import time
 from pathlib import Path
 
+from phi_demo.soak import rss_mb  # noqa: F401 - one reader of /proc for the app and the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,12 +25,3 @@ def wait_until(cond, timeout=10.0):
             return True
         time.sleep(0.05)
     return cond()
-
-
-def rss_mb() -> float:
-    """Resident memory of this process, from /proc (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")

@@ -14,7 +14,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, T
 from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
-from .prefix_cache import PrefixCache, slice_media
+from .prefix_cache import PrefixCache, media_keys, slice_media
 
 
 class CancelCriteria(StoppingCriteria):
@@ -139,8 +139,9 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
     reuse = None
     if prefix_cache is not None:
         processor = loaded.processor
+        items = media_keys(request.prompt, request.images, request.audios)
         reuse = prefix_cache.take(inputs["input_ids"][0], request.prompt, adapter,
-                                  processor.image_token_id, processor.audio_token_id)
+                                  processor.image_token_id, processor.audio_token_id, items)
     cache = reuse.cache if reuse else DynamicCache(config=loaded.model.config)
     model_inputs = slice_media(inputs, reuse) if reuse else inputs
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
@@ -180,7 +181,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             raise errors[0]
         end = time.perf_counter()
         if prefix_cache is not None and produced and cache.get_seq_length() > 0:
-            prefix_cache.put(produced[0][0], cache, adapter)
+            prefix_cache.put(produced[0][0], cache, adapter, items)
         first = streamer.first_token_at or end
         n = streamer.new_tokens
         decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0

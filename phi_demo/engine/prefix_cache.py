@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 _SLOT_GROUPS = re.compile(r"(?:<\|image\|>)+|(?:<\|audio\|>)+")
@@ -21,6 +22,7 @@ class Entry:
     ids: torch.Tensor  # 1-D, on the CPU: prompt + generated tokens the cache covers (and maybe one more)
     cache: object  # transformers Cache
     adapter: str | None
+    items: list[str]  # media_keys of the images and clips inside `ids`, in order
 
 
 @dataclass
@@ -64,10 +66,18 @@ class PrefixCache:
     def clear(self) -> None:
         self.entries.clear()
 
-    def take(self, ids: torch.Tensor, prompt: str, adapter: str | None, image_id: int, audio_id: int) -> Reuse | None:
-        """The best reusable cache for `ids` (removed from the store), cropped; or None."""
+    def take(self, ids: torch.Tensor, prompt: str, adapter: str | None, image_id: int, audio_id: int,
+             items: list[str] | None = None) -> Reuse | None:
+        """The best reusable cache for `ids` (removed from the store), cropped; or None.
+
+        `items` names each image and clip in prompt order (see media_keys): equal token ids
+        do not mean equal media, since every image of a size has the same placeholder ids."""
         ids = ids.detach().to("cpu")
-        best, best_len = None, 0
+        runs = media_runs(ids, prompt, image_id, audio_id)
+        if not runs and ((ids == image_id) | (ids == audio_id)).any():
+            return None
+        items = items or []
+        best_entry, best = None, (0, 0, 0)
         for entry in self.entries:
             if entry.adapter != adapter:
                 continue
@@ -75,33 +85,50 @@ class PrefixCache:
             same = (entry.ids[:m] == ids[:m]).tolist()
             n = same.index(False) if False in same else m
             n = min(n, entry.cache.get_seq_length(), len(ids) - 1)  # at least one token to prefill
-            if n > best_len:
-                best, best_len = entry, n
-        if best is None or best_len < self.min_reuse:
+            images_done = audios_done = used = 0
+            for start, end, kind, count in runs:
+                # Never split a media item between cache and prefill, nor reuse another one's keys.
+                if n < end or entry.items[used:used + count] != items[used:used + count]:
+                    n = min(n, start)
+                    break
+                used += count
+                if kind == "image":
+                    images_done += count
+                else:
+                    audios_done += count
+            if n > best[0]:
+                best_entry, best = entry, (n, images_done, audios_done)
+        n, images_done, audios_done = best
+        if n < self.min_reuse:
             return None
-        runs = media_runs(ids, prompt, image_id, audio_id)
-        if not runs and ((ids == image_id) | (ids == audio_id)).any():
-            return None
-        images_done = audios_done = 0
-        for start, end, kind, count in runs:
-            if best_len < end:
-                best_len = min(best_len, start)  # never split a media item between cache and prefill
-                break
-            if kind == "image":
-                images_done += count
-            else:
-                audios_done += count
-        if best_len < self.min_reuse:
-            return None
-        self.entries.remove(best)
-        surplus = best.cache.get_seq_length() - best_len
+        self.entries = [e for e in self.entries if e is not best_entry]
+        surplus = best_entry.cache.get_seq_length() - n
         if surplus:
-            best.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
-        return Reuse(best.cache, best_len, images_done, audios_done)
+            best_entry.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
+        return Reuse(best_entry.cache, n, images_done, audios_done)
 
-    def put(self, ids: torch.Tensor, cache, adapter: str | None) -> None:
-        self.entries.append(Entry(ids.detach().to("cpu"), cache, adapter))
+    def put(self, ids: torch.Tensor, cache, adapter: str | None, items: list[str] | None = None) -> None:
+        self.entries.append(Entry(ids.detach().to("cpu"), cache, adapter, list(items or [])))
         del self.entries[: max(0, len(self.entries) - self.slots)]
+
+
+def media_keys(prompt: str, images: list, audios: list) -> list[str]:
+    """A content hash for each image and clip, in the order their slots appear in the prompt."""
+    import hashlib
+
+    def key(x) -> str:
+        if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
+            data = x.tobytes() + f"{x.size}{x.mode}".encode()
+        else:
+            data = np.ascontiguousarray(x).tobytes()
+        return hashlib.sha1(data).hexdigest()
+
+    img, aud = iter(images), iter(audios)
+    out = []
+    for m in _SLOT_GROUPS.finditer(prompt):
+        source = img if m.group(0).startswith("<|image") else aud
+        out += [key(next(source)) for _ in range(m.group(0).count("<|"))]
+    return out
 
 
 def slice_media(inputs: dict, reuse: Reuse) -> dict:

@@ -101,3 +101,24 @@ def test_several_chats_interleaved(engine):
     _, sa = answer(engine, a)
     _, sb = answer(engine, b)
     assert sa.cached_tokens > 0 and sb.cached_tokens > 500
+
+
+def test_another_image_of_the_same_size_is_not_taken_from_the_cache(engine, tmp_path):
+    """Every 640x448 image has the same placeholder token ids: only its content tells them apart."""
+    from PIL import Image
+
+    other = tmp_path / "other.png"
+    Image.new("RGB", (640, 448), (250, 250, 20)).save(other)
+    engine.kv_reuse = True
+    engine.load().prefix_cache.clear()
+    answer(engine, [Turn("user", "What is this?", (IMG,))])
+    turns = [Turn("user", "What is this?", (str(other),))]
+    got, stats = answer(engine, turns)
+    engine.kv_reuse = False
+    expected, _ = answer(engine, turns)
+    engine.kv_reuse = True
+    assert got == expected
+    prompt_ids = engine.load().processor(text=build_request(turns, "Be brief.").prompt,
+                                         images=[Image.open(other).convert("RGB")], return_tensors="pt")["input_ids"][0]
+    first_image_token = int((prompt_ids == engine.load().processor.image_token_id).nonzero()[0])
+    assert stats.cached_tokens <= first_image_token
