@@ -93,15 +93,16 @@ def raw_generate(loaded, request, n: int) -> tuple[float, float, float]:
     import torch
     from transformers import StoppingCriteriaList
 
-    from .engine.generation import prepare_inputs
+    from .engine.generation import generation_kwargs, prepare_inputs
+    from .settings import GenerationSettings
 
     clock = StepClock()
     sync(loaded.device)
     t = time.perf_counter()
     inputs = prepare_inputs(loaded, request)
     with torch.inference_mode():
-        loaded.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                              temperature=None, top_p=None, top_k=None,
+        loaded.model.generate(**inputs, **generation_kwargs(GenerationSettings(max_new_tokens=n, min_new_tokens=n),
+                                                           loaded.processor),
                               stopping_criteria=StoppingCriteriaList([clock]))
     sync(loaded.device)
     end = time.perf_counter()
@@ -222,6 +223,47 @@ def reuse_rows(engine, turns: int, new_tokens: int) -> list[tuple[int, float, fl
     return [tuple(r) for r in out]
 
 
+def live_rows(engine, minutes: float) -> tuple[list[tuple[str, float, float, int]], float, float]:
+    """Feed a long recording (the example question, a pause, again) in 0.5 s chunks through
+    the live-transcription policy, recognising synchronously whenever it asks.
+    Returns rows (part, median compute s per recognition, median window s, recognitions),
+    the real-time factor and the mean committed-text lag."""
+    import soundfile as sf
+
+    from .media import to_mono_16k
+    from .transcription import StreamingTranscript, engine_recognizer
+
+    speech, sr = sf.read(ROOT / "assets" / "example_question.wav", dtype="float32")
+    speech = to_mono_16k(speech, sr)
+    pattern = np.concatenate([speech, np.zeros(16000, np.float32), speech, speech, np.zeros(12000, np.float32)])
+    total = int(minutes * 60 * 16000)
+    audio = np.tile(pattern, total // len(pattern) + 1)[:total]
+    recognize = engine_recognizer(engine, "en", "transcribe", max_new_tokens=48)
+    policy = StreamingTranscript()
+    samples, lags = [], []
+    chunk = 8000
+    t_all = 0.0
+    for i in range(0, len(audio), chunk):
+        policy.add_audio(audio[i:i + chunk])
+        if policy.needs_recognition():
+            window, end = policy.snapshot()
+            t = time.perf_counter()
+            text = recognize(window)
+            dt = time.perf_counter() - t
+            t_all += dt
+            policy.apply(text, end)
+            samples.append((end, dt, len(window) / 16000))
+        lags.append(policy.lag_s)
+    length = len(audio) / 16000
+    rows = []
+    for name, lo, hi in (("start (first minute)", 0, 60), ("middle", length / 2 - 30, length / 2 + 30),
+                         ("end (last minute)", length - 60, length)):
+        part = [(dt, w) for end, dt, w in samples if lo <= end <= hi]
+        if part:
+            rows.append((name, statistics.median(d for d, _ in part), statistics.median(w for _, w in part), len(part)))
+    return rows, t_all / length, statistics.mean(lags)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, few runs: under a minute")
@@ -233,8 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
-    p.add_argument("--sections", default="prefill,reuse",
-                   help="measurements besides the three paths: prefill, reuse (comma-separated; '' for none)")
+    p.add_argument("--sections", default="prefill,reuse,live",
+                   help="measurements besides the three paths: prefill, reuse, live (comma-separated; '' for none)")
+    p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
     p.add_argument("--out", default=None, help="append the report (markdown) to this file")
     args = p.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
@@ -317,6 +360,15 @@ def main(argv=None) -> int:
             report.append("")
             report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {reuse[-1][1] / reuse[0][1]:.2f} "
                           f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
+        if "live" in sections:
+            minutes = args.live_minutes or (2.0 if args.quick else 10.0)
+            live, rtf, lag = live_rows(engine, minutes)
+            report += ["", f"Live transcription of a {minutes:g}-minute stream in 0.5 s chunks:", "",
+                       "| part of the stream | compute per recognition (s, median) | window (s, median) | recognitions |",
+                       "| --- | --- | --- | --- |"]
+            report += [f"| {name} | {dt:.3f} | {w:.1f} | {k} |" for name, dt, w, k in live]
+            report += ["", f"Real-time factor {rtf:.3f} (compute / audio); committed text lagged the audio by "
+                       f"{lag:.1f} s on average.", ""]
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         mem = f"Peak memory: CPU RSS {peak_rss:.0f} MB"
         if device.startswith("cuda"):

@@ -107,9 +107,13 @@ def prepare_inputs(loaded, request):
     return inputs.to(loaded.model.device, dtype=loaded.model.dtype)
 
 
-def generation_kwargs(gen: GenerationSettings) -> dict:
+def generation_kwargs(gen: GenerationSettings, processor=None) -> dict:
     kw = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
           "repetition_penalty": gen.repetition_penalty}
+    if processor is not None:
+        # A generated <|image|> or <|audio|> would make the next step re-embed the media into
+        # one position and crash (transformers passes the features again at every step).
+        kw["suppress_tokens"] = [processor.image_token_id, processor.audio_token_id]
     if gen.min_new_tokens:
         kw["min_new_tokens"] = gen.min_new_tokens
     if gen.do_sample:
@@ -156,7 +160,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                 produced.append(loaded.model.generate(
                     **model_inputs, cache=cache, streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
-                    **generation_kwargs(gen)))
+                    **generation_kwargs(gen, loaded.processor)))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)
             streamer.end()  # never leave the reader waiting

@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..settings import GenerationSettings
 from .handlers import ChatHandlers
+from .live import LIVE_CSS, build_live_tab
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
@@ -17,7 +18,7 @@ EXAMPLES = [
 CSS = """
 #chatbot { flex-grow: 1; }
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
-"""
+""" + LIVE_CSS
 
 
 def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Blocks:
@@ -49,17 +50,21 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                     "Attach files or record with the microphone in the message box.")
         banner_text = h.banner_markdown()
         banner = gr.Markdown(banner_text, visible=bool(banner_text), elem_id="banner", elem_classes="phi-banner")
-        chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
-                             placeholder="Ask a question, attach an image or an audio clip.")
-        textbox = gr.MultimodalTextbox(sources=["upload", "microphone"], file_types=["image", "audio"],
-                                       file_count="multiple", show_label=False, elem_id="message",
-                                       placeholder="Type a message, attach images/audio or record, then Enter")
-        with gr.Row():
-            stop = gr.Button("⏹ Stop", elem_id="stop", variant="stop")
-            retry = gr.Button("🔄 Retry", elem_id="retry")
-            undo = gr.Button("↩️ Undo", elem_id="undo")
-            clear = gr.Button("🗑️ Clear", elem_id="clear")
-        examples = gr.Examples(EXAMPLES, inputs=[textbox], label="Examples", elem_id="examples")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Chat", id="chat"):
+                chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
+                                     placeholder="Ask a question, attach an image or an audio clip.")
+                textbox = gr.MultimodalTextbox(sources=["upload", "microphone"], file_types=["image", "audio"],
+                                               file_count="multiple", show_label=False, elem_id="message",
+                                               placeholder="Type a message, attach images/audio or record, then Enter")
+                with gr.Row():
+                    stop = gr.Button("⏹ Stop", elem_id="stop", variant="stop")
+                    retry = gr.Button("🔄 Retry", elem_id="retry")
+                    undo = gr.Button("↩️ Undo", elem_id="undo")
+                    clear = gr.Button("🗑️ Clear", elem_id="clear")
+                examples = gr.Examples(EXAMPLES, inputs=[textbox], label="Examples", elem_id="examples")
+            with gr.Tab("Live transcription", id="live"):
+                build_live_tab(engine, tabs, textbox)
 
         # The /chat endpoint for programs: plain message + history in, answer text out.
         with gr.Group(visible=False):

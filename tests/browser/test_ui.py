@@ -182,3 +182,30 @@ def test_example_click_answers_and_screenshot(page, server):
     page.screenshot(path=str(SHOTS / "screenshot.png"))
     if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
         shutil.copy(SHOTS / "screenshot.png", ROOT / "docs" / "screenshot.png")
+
+
+def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, server):
+    page.get_by_role("tab", name="Live transcription").click()
+    page.wait_for_selector("#live-mic button.record-button")
+    before = len(server.engine.requests)
+    page.click("#live-mic button.record-button")
+    seen = []
+    end = time.time() + 8
+    while time.time() < end:
+        text = page.inner_text("#live-transcript")
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        time.sleep(0.1)
+    page.locator("#live-mic").get_by_text("Stop").click()
+    page.wait_for_selector("#live-txt a, #live-txt .file-preview", timeout=60_000)
+    final = page.inner_text("#live-transcript")
+    time.sleep(1.5)
+    assert page.inner_text("#live-transcript") == final, "the transcript still changed after Stop"
+    updates = [t for t in seen if t.strip() and "Press Record" not in t and "Listening" not in t]
+    assert len(updates) >= 2, f"the transcript was updated {len(updates)} times while recording: {seen}"
+    live_requests = [r for r, _, _ in server.engine.requests[before:] if r.modality == "speech"]
+    assert live_requests and all(len(r.audios[0]) <= 16000 * 16 for r in live_requests)
+    assert "lags by" in page.inner_text("#live-status")
+    assert page.input_value("#live-text textarea").strip()
+    page.click("#live-to-chat")
+    page.wait_for_function("document.querySelector('#message textarea').value.length > 0")

@@ -242,3 +242,17 @@ def test_generation_settings_validation():
         GenerationSettings.from_values(temperature=5)
     with pytest.raises(UserInputError, match="must be a number"):
         GenerationSettings.from_values(top_k="many")
+
+
+def test_a_generated_media_token_cannot_crash_generation(tiny_folder, assets):
+    """A model that 'wants' to emit <|audio|> (the random tiny one sometimes does) must not
+    make the next step re-embed the clip into one position."""
+    from phi_demo.engine.generation import stream_generate
+
+    loaded = load_model(tiny_folder, "cpu", "float32", "sdpa")
+    audio_id = loaded.processor.audio_token_id
+    with torch.no_grad():
+        loaded.model.lm_head.weight[audio_id] = loaded.model.lm_head.weight.abs().max() * 1000
+    request = build_request([Turn("user", "Transcribe", (str(assets / "example_question.wav"),))])
+    pieces = list(stream_generate(loaded, request, GenerationSettings(max_new_tokens=5), threading.Event()))
+    assert pieces[-1].new_tokens == 5

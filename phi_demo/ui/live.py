@@ -1,0 +1,116 @@
+"""The live transcription view: microphone chunks in, committed text and a tentative tail out."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from ..transcription import LANGUAGES, LiveTranscriber, engine_recognizer
+
+LANGUAGE_CHOICES = [("Detect automatically", "auto")] + [(name, code) for code, name in LANGUAGES.items() if name]
+
+
+class LiveHandlers:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def start(self, language, task):
+        live = LiveTranscriber(engine_recognizer(self.engine, language or "auto", task or "transcribe"))
+        return live, self.render(live), self.status(live)
+
+    def chunk(self, chunk, live, language, task):
+        if live is None or live.stopped:
+            live, _, _ = self.start(language, task)
+        if chunk is not None:
+            sample_rate, samples = chunk
+            live.add_chunk(sample_rate, samples)
+        return self.render(live), self.status(live), live
+
+    def stop(self, live):
+        if live is None:
+            return self.render(None), "", None, None, None
+        live.stop()
+        folder = Path(tempfile.mkdtemp(prefix="phi-demo-transcript-"))
+        txt, srt = folder / "transcript.txt", folder / "transcript.srt"
+        txt.write_text(live.policy.txt(), encoding="utf-8")
+        srt.write_text(live.policy.srt(), encoding="utf-8")
+        return self.render(live), self.status(live), str(txt), str(srt), live
+
+    @staticmethod
+    def render(live) -> str:
+        if live is None:
+            return '<div class="live-transcript"><span class="placeholder">Press Record and speak.</span></div>'
+        committed, tentative, _ = live.view()
+        body = html.escape(committed)
+        if tentative:
+            body += (" " if body else "") + f'<span class="tentative">{html.escape(tentative)}</span>'
+        if not body:
+            body = '<span class="placeholder">Listening…</span>'
+        return f'<div class="live-transcript">{body}</div>'
+
+    @staticmethod
+    def status(live) -> str:
+        if live is None:
+            return ""
+        if live.error:
+            return f"❌ {live.error}"
+        p = live.policy
+        last = live.compute_s[-1][1] if live.compute_s else 0.0
+        return (f"Heard {p.received_s:.1f} s · committed text lags by **{p.lag_s:.1f} s** · "
+                f"window {len(p.window) / p.sr:.1f} s · last recognition {last:.2f} s")
+
+    @staticmethod
+    def transcript_text(live) -> str:
+        if live is None:
+            return ""
+        committed, tentative, _ = live.view()
+        return " ".join(t for t in (committed, tentative) if t)
+
+    def to_chat(self, live):
+        text = self.transcript_text(live)
+        if not text:
+            raise gr.Error("There is no transcript to send yet.", print_exception=False)
+        return {"text": text, "files": []}, gr.Tabs(selected="chat")
+
+
+LIVE_CSS = """
+.live-transcript { min-height: 8em; padding: 0.75em; border: 1px solid var(--border-color-primary);
+                   border-radius: 8px; font-size: 1.1em; line-height: 1.5; }
+.live-transcript .tentative { color: var(--body-text-color-subdued); font-style: italic; }
+.live-transcript .placeholder { color: var(--body-text-color-subdued); }
+"""
+
+
+def build_live_tab(engine, tabs, chat_box) -> None:
+    """The tab's components and events; call inside a gr.Tab."""
+    h = LiveHandlers(engine)
+    gr.Markdown("Press **Record** and speak: committed text appears as you talk, and a grey tail "
+                "may still change. If recording does not start, allow microphone access in your browser.")
+    with gr.Row():
+        language = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Language spoken", elem_id="live-language")
+        task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")], value="transcribe",
+                        label="Task", elem_id="live-task")
+    mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-mic")
+    view = gr.HTML(h.render(None), elem_id="live-transcript")
+    status = gr.Markdown(elem_id="live-status")
+    with gr.Row():
+        copy_box = gr.Textbox(label="Transcript", buttons=["copy"], interactive=False, lines=3, elem_id="live-text")
+    with gr.Row():
+        txt_file = gr.File(label="Download .txt", elem_id="live-txt")
+        srt_file = gr.File(label="Download .srt (segment times)", elem_id="live-srt")
+    to_chat = gr.Button("Send to chat", elem_id="live-to-chat")
+    live = gr.State(None)
+
+    private = dict(api_visibility="private")
+    mic.start_recording(h.start, [language, task], [live, view, status], **private)
+    # Each tab's stream stays open for its whole recording, so streams must not share one slot;
+    # the handler only stores audio, the engine serialises the model.
+    mic.stream(h.chunk, [mic, live, language, task], [view, status, live], stream_every=0.5, time_limit=30 * 60,
+               concurrency_limit=None, show_progress="hidden", **private).then(
+        h.transcript_text, [live], [copy_box], **private)
+    mic.stop_recording(h.stop, [live], [view, status, txt_file, srt_file, live], **private).then(
+        h.transcript_text, [live], [copy_box], **private)
+    to_chat.click(h.to_chat, [live], [chat_box, tabs], **private)

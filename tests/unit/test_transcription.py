@@ -1,0 +1,201 @@
+"""Live transcription: the commit policy with scripted hypotheses (exact), then the driver."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from phi_demo.transcription import (
+    LiveTranscriber, StreamingTranscript, agreed_prefix, engine_recognizer, has_speech, trailing_silence_s,
+)
+
+SR = 16000
+
+
+def speech(seconds, amp=0.3):
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def silence(seconds):
+    return np.zeros(int(seconds * SR), np.float32)
+
+
+def feed(policy, audio, hypotheses):
+    """Add audio, then apply each scripted hypothesis to the window as it stands."""
+    policy.add_audio(audio)
+    for h in hypotheses:
+        _, end = policy.snapshot()
+        policy.apply(h, end)
+
+
+def test_agreement_commits_the_stable_prefix():
+    p = StreamingTranscript()
+    p.add_audio(speech(1.0))
+    p.apply("hello", p.window_end_s)
+    assert p.committed_text == "" and p.tentative_text == "hello"
+    p.add_audio(speech(0.5))
+    p.apply("hello world", p.window_end_s)
+    assert p.committed_text == "hello" and p.tentative_text == "world"
+    p.add_audio(speech(0.5))
+    p.apply("hello world how", p.window_end_s)
+    assert p.committed_text == "hello world" and p.tentative_text == "how"
+
+
+def test_revision_is_never_committed_early():
+    p = StreamingTranscript()
+    p.add_audio(speech(1.0))
+    p.apply("I scream", p.window_end_s)
+    p.add_audio(speech(0.5))
+    p.apply("ice cream is", p.window_end_s)
+    assert p.committed_text == "" and p.tentative_text == "ice cream is"
+    p.add_audio(speech(0.5))
+    p.apply("ice cream is cold", p.window_end_s)
+    assert p.committed_text == "ice cream is" and p.tentative_text == "cold"
+    # A later hypothesis that revises committed words cannot change them.
+    p.add_audio(speech(0.5))
+    p.apply("nice cream is cold today", p.window_end_s)
+    assert p.committed_text.startswith("ice cream is")
+
+
+def test_word_split_across_chunks():
+    p = StreamingTranscript()
+    p.add_audio(speech(0.8))
+    p.apply("hel", p.window_end_s)
+    p.add_audio(speech(0.5))
+    p.apply("hello there", p.window_end_s)
+    assert p.committed_text == ""
+    p.add_audio(speech(0.5))
+    p.apply("hello there friend", p.window_end_s)
+    assert p.committed_text == "hello there"
+
+
+def test_case_and_punctuation_do_not_block_agreement():
+    assert agreed_prefix("Hello, world.".split(), "hello world again".split()) == 2
+
+
+def test_pause_finishes_the_segment_and_drops_its_audio():
+    p = StreamingTranscript(pause_s=0.6)
+    p.add_audio(speech(1.2))
+    p.apply("good morning", p.window_end_s)
+    p.add_audio(silence(0.7))
+    p.apply("good morning everyone", p.window_end_s)  # never agreed, but the pause makes it final
+    assert p.committed_text == "good morning everyone" and p.tentative_text == ""
+    (seg,) = p.segments
+    assert seg.start_s == 0.0 and abs(seg.end_s - 1.2) < 0.1
+    assert len(p.window) == 0 and p.window_start_s == pytest.approx(1.9)
+    p.add_audio(speech(1.0))
+    p.apply("second", p.window_end_s)
+    p.add_audio(speech(0.5))
+    p.apply("second phrase", p.window_end_s)
+    assert p.committed_text == "good morning everyone second"
+
+
+def test_silence_is_never_recognised_and_keeps_the_window_small():
+    p = StreamingTranscript()
+    for _ in range(60):
+        p.add_audio(silence(0.5))
+        assert not p.needs_recognition()
+    assert len(p.window) <= 0.3 * SR and p.received_s == pytest.approx(30.0)
+    assert p.lag_s == 0.0
+
+
+def test_clipping_is_tolerated():
+    p = StreamingTranscript()
+    p.add_audio(np.full(SR, 5.0, np.float32))
+    assert p.window.max() == 1.0 and p.needs_recognition()
+
+
+def test_window_and_work_stay_bounded_over_a_long_recording():
+    """20 minutes of talking with a 1 s pause every 8 s, and one 40 s stretch without a pause."""
+    p = StreamingTranscript(max_window_s=15.0)
+    longest = 0.0
+    recognitions = 0
+    pattern = [(speech(8.0), "words"), (silence(1.0), None)] * 140 + [(speech(40.0), "long")]
+    for audio, word in pattern:
+        for i in range(0, len(audio), SR // 2):
+            p.add_audio(audio[i:i + SR // 2])
+            if p.needs_recognition():
+                snap, end = p.snapshot()
+                longest = max(longest, len(snap) / SR)
+                recognitions += 1
+                p.apply(" ".join([word or "x"] * int(len(snap) / SR)), end)
+    assert longest <= 15.0 + 0.5
+    assert recognitions <= p.received_s / 0.5  # at most one per chunk
+    assert len(p.segments) >= 140
+    assert p.lag_s < 16
+
+
+def test_srt_and_txt():
+    p = StreamingTranscript()
+    p.add_audio(speech(1.0))
+    p.apply("one two", p.window_end_s)
+    p.add_audio(silence(0.7))
+    p.apply("one two", p.window_end_s)
+    p.add_audio(speech(61.0 - p.received_s))
+    p.finish("three")
+    assert p.txt() == "one two\nthree\n"
+    srt = p.srt().splitlines()
+    assert srt[0] == "1" and srt[1].startswith("00:00:00,000 --> 00:00:01,")
+    assert srt[4] == "2" and srt[5].endswith("--> 00:01:01,000") and srt[6] == "three"
+
+
+def test_trailing_silence_and_speech_detection():
+    x = np.concatenate([speech(1.0), silence(0.5)])
+    assert trailing_silence_s(x, -45) == pytest.approx(0.5, abs=0.05)
+    assert has_speech(x, -45) and not has_speech(silence(2.0), -45)
+
+
+def test_live_transcriber_coalesces_chunks_while_the_model_is_busy():
+    calls = []
+
+    def slow(audio):
+        calls.append(len(audio) / SR)
+        time.sleep(0.2)
+        return "la " * int(len(audio) / SR)
+
+    live = LiveTranscriber(slow)
+    chunk = speech(0.1)
+    start = time.time()
+    for _ in range(60):  # 6 s of audio in about 0.6 s: far faster than the recogniser
+        live.add_chunk(SR, (chunk * 32767).astype(np.int16))
+        time.sleep(0.01)
+    assert time.time() - start < 3, "adding a chunk waited for the model"
+    live.stop()
+    assert live.policy.received_s == pytest.approx(6.0, abs=0.01)  # no audio lost
+    assert len(calls) < 20  # coalesced, not one per chunk
+    assert not [t for t in threading.enumerate() if t.name == "phi-demo-transcribe" and t.is_alive()]
+    committed, tentative, lag = live.view()
+    assert committed and tentative == "" and lag == 0.0
+
+
+def test_two_recordings_are_independent():
+    a = LiveTranscriber(lambda audio: "alpha")
+    b = LiveTranscriber(lambda audio: "beta")
+    for _ in range(20):
+        a.add_chunk(48000, (np.tile(speech(0.1), 3) * 30000).astype(np.int16))
+        b.add_chunk(44100, np.stack([speech(0.1)] * 2, axis=1))
+    a.stop()
+    b.stop()
+    assert set(a.view()[0].split()) == {"alpha"} and set(b.view()[0].split()) == {"beta"}
+
+
+def test_recognition_failure_is_reported_not_raised():
+    def broken(audio):
+        raise RuntimeError("model exploded")
+
+    live = LiveTranscriber(broken)
+    live.add_chunk(SR, speech(1.0))
+    live.stop()
+    assert live.error == "Recognition failed: model exploded"
+
+
+def test_engine_recognizer_uses_the_speech_adapter(engine, monkeypatch):
+    seen = []
+    real = engine.activate_adapter
+    monkeypatch.setattr(engine, "activate_adapter", lambda loaded, m: seen.append(real(loaded, m)) or seen[-1])
+    recognize = engine_recognizer(engine, "en", "transcribe", max_new_tokens=6)
+    text = recognize(speech(2.0))
+    assert isinstance(text, str) and text
+    assert seen == ["speech"]
