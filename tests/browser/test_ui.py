@@ -207,5 +207,9 @@ def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, se
     assert live_requests and all(len(r.audios[0]) <= 16000 * 16 for r in live_requests)
     assert "lags by" in page.inner_text("#live-status")
     assert page.input_value("#live-text textarea").strip()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "live.png"))
+    if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
+        shutil.copy(SHOTS / "live.png", ROOT / "docs" / "live.png")
     page.click("#live-to-chat")
     page.wait_for_function("document.querySelector('#message textarea').value.length > 0")
