@@ -42,7 +42,7 @@ def fix_vision_attention(model) -> int:
     """SigLIP attends both ways, but the vision attention modules declare is_causal=True:
     sdpa/flash then mask the future for crops without padding. Returns how many were fixed."""
     n = 0
-    for name, module in model.named_modules():
+    for module in model.modules():
         if type(module).__name__ == "Phi4MultimodalVisionAttention" and getattr(module, "is_causal", False):
             module.is_causal = False
             n += 1

@@ -6,7 +6,6 @@ import gc
 import os
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -66,7 +65,7 @@ class Engine:
 
     def describe(self, loaded) -> dict:
         info = {
-            "model": self.settings.model if self.is_tiny else str(self.settings.model),
+            "model": self.settings.model,
             "revision": None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision,
             "folder": str(loaded.folder),
             "device": loaded.device,

@@ -247,7 +247,6 @@ def test_generation_settings_validation():
 def test_a_generated_media_token_cannot_crash_generation(tiny_folder, assets):
     """A model that 'wants' to emit <|audio|> (the random tiny one sometimes does) must not
     make the next step re-embed the clip into one position."""
-    from phi_demo.engine.generation import stream_generate
 
     loaded = load_model(tiny_folder, "cpu", "float32", "sdpa")
     audio_id = loaded.processor.audio_token_id

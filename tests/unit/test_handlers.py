@@ -1,11 +1,9 @@
 """The UI handlers: what a person sees when something goes wrong, and that the chat survives."""
 
 import copy
-import threading
 
 import gradio as gr
 import pytest
-from PIL import Image
 
 from phi_demo.settings import AppSettings
 from phi_demo.ui.handlers import ChatHandlers, split_last_turn
@@ -121,8 +119,10 @@ def test_status_and_tiny_banner(handlers):
 def test_model_unavailable_banner_says_how_to_fix():
     from phi_demo.engine import Engine
 
+    from phi_demo.errors import ModelUnavailable
+
     e = Engine(AppSettings(offline=True))
-    with pytest.raises(Exception):
+    with pytest.raises(ModelUnavailable):
         e.load()
     h = ChatHandlers(e, AppSettings(offline=True))
     banner = h.banner_markdown()

@@ -22,52 +22,40 @@ def silence(seconds):
     return np.zeros(int(seconds * SR), np.float32)
 
 
-def feed(policy, audio, hypotheses):
-    """Add audio, then apply each scripted hypothesis to the window as it stands."""
+def step(policy, audio, hypothesis):
+    """More audio arrives, then the recogniser returns `hypothesis` for the window so far."""
     policy.add_audio(audio)
-    for h in hypotheses:
-        _, end = policy.snapshot()
-        policy.apply(h, end)
+    policy.apply(hypothesis, policy.window_end_s)
 
 
 def test_agreement_commits_the_stable_prefix():
     p = StreamingTranscript()
-    p.add_audio(speech(1.0))
-    p.apply("hello", p.window_end_s)
+    step(p, speech(1.0), "hello")
     assert p.committed_text == "" and p.tentative_text == "hello"
-    p.add_audio(speech(0.5))
-    p.apply("hello world", p.window_end_s)
+    step(p, speech(0.5), "hello world")
     assert p.committed_text == "hello" and p.tentative_text == "world"
-    p.add_audio(speech(0.5))
-    p.apply("hello world how", p.window_end_s)
+    step(p, speech(0.5), "hello world how")
     assert p.committed_text == "hello world" and p.tentative_text == "how"
 
 
 def test_revision_is_never_committed_early():
     p = StreamingTranscript()
-    p.add_audio(speech(1.0))
-    p.apply("I scream", p.window_end_s)
-    p.add_audio(speech(0.5))
-    p.apply("ice cream is", p.window_end_s)
+    step(p, speech(1.0), "I scream")
+    step(p, speech(0.5), "ice cream is")
     assert p.committed_text == "" and p.tentative_text == "ice cream is"
-    p.add_audio(speech(0.5))
-    p.apply("ice cream is cold", p.window_end_s)
+    step(p, speech(0.5), "ice cream is cold")
     assert p.committed_text == "ice cream is" and p.tentative_text == "cold"
     # A later hypothesis that revises committed words cannot change them.
-    p.add_audio(speech(0.5))
-    p.apply("nice cream is cold today", p.window_end_s)
+    step(p, speech(0.5), "nice cream is cold today")
     assert p.committed_text.startswith("ice cream is")
 
 
 def test_word_split_across_chunks():
     p = StreamingTranscript()
-    p.add_audio(speech(0.8))
-    p.apply("hel", p.window_end_s)
-    p.add_audio(speech(0.5))
-    p.apply("hello there", p.window_end_s)
+    step(p, speech(0.8), "hel")
+    step(p, speech(0.5), "hello there")
     assert p.committed_text == ""
-    p.add_audio(speech(0.5))
-    p.apply("hello there friend", p.window_end_s)
+    step(p, speech(0.5), "hello there friend")
     assert p.committed_text == "hello there"
 
 
@@ -77,18 +65,14 @@ def test_case_and_punctuation_do_not_block_agreement():
 
 def test_pause_finishes_the_segment_and_drops_its_audio():
     p = StreamingTranscript(pause_s=0.6)
-    p.add_audio(speech(1.2))
-    p.apply("good morning", p.window_end_s)
-    p.add_audio(silence(0.7))
-    p.apply("good morning everyone", p.window_end_s)  # never agreed, but the pause makes it final
+    step(p, speech(1.2), "good morning")
+    step(p, silence(0.7), "good morning everyone")  # never agreed, but the pause makes it final
     assert p.committed_text == "good morning everyone" and p.tentative_text == ""
     (seg,) = p.segments
     assert seg.start_s == 0.0 and abs(seg.end_s - 1.2) < 0.1
     assert len(p.window) == 0 and p.window_start_s == pytest.approx(1.9)
-    p.add_audio(speech(1.0))
-    p.apply("second", p.window_end_s)
-    p.add_audio(speech(0.5))
-    p.apply("second phrase", p.window_end_s)
+    step(p, speech(1.0), "second")
+    step(p, speech(0.5), "second phrase")
     assert p.committed_text == "good morning everyone second"
 
 
@@ -129,10 +113,8 @@ def test_window_and_work_stay_bounded_over_a_long_recording():
 
 def test_srt_and_txt():
     p = StreamingTranscript()
-    p.add_audio(speech(1.0))
-    p.apply("one two", p.window_end_s)
-    p.add_audio(silence(0.7))
-    p.apply("one two", p.window_end_s)
+    step(p, speech(1.0), "one two")
+    step(p, silence(0.7), "one two")
     p.add_audio(speech(61.0 - p.received_s))
     p.finish("three")
     assert p.txt() == "one two\nthree\n"
