@@ -78,7 +78,7 @@ class LiveHandlers:
 
 LIVE_CSS = """
 .live-transcript { min-height: 8em; padding: 0.75em; border: 1px solid var(--border-color-primary);
-                   border-radius: 8px; font-size: 1.1em; line-height: 1.5; }
+                   border-radius: 8px; font-size: 1.1em; line-height: 1.5; overflow-wrap: anywhere; }
 .live-transcript .tentative { color: var(--body-text-color-subdued); font-style: italic; }
 .live-transcript .placeholder { color: var(--body-text-color-subdued); }
 """
