@@ -213,3 +213,23 @@ def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, se
         shutil.copy(SHOTS / "live.png", ROOT / "docs" / "live.png")
     page.click("#live-to-chat")
     page.wait_for_function("document.querySelector('#message textarea').value.length > 0")
+
+
+def test_no_microphone_says_so_on_the_page(server):
+    """A browser without a microphone (or with access denied) gets a message, not silence."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            pg = b.new_context(permissions=[]).new_page()
+            pg.goto(server.url)
+            pg.get_by_role("tab", name="Live transcription").click()
+            pg.wait_for_selector("#live-mic button.record-button")
+            pg.click("#live-mic button.record-button")
+            pg.wait_for_function("/Could not start recording|allow access to the microphone/i"
+                                 ".test(document.body.innerText)", timeout=15_000)
+        finally:
+            b.close()
