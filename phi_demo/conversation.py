@@ -183,6 +183,9 @@ class ModelRequest:
     prompt: str
     images: list = field(default_factory=list)  # RGB PIL images, in prompt order
     audios: list = field(default_factory=list)  # float32 16 kHz mono arrays, in prompt order
+    # The same conversation for chat-completions servers: role, text, and the kinds of its
+    # media in order ("image"/"audio"), which index into `images`/`audios`.
+    messages: list = field(default_factory=list)
 
     @property
     def modality(self) -> str:
@@ -228,4 +231,6 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
         limits.check_allowed(p)
     images = [_load(p, "image", limits.max_audio_seconds) for p in image_paths]
     audios = [_load(p, "audio", limits.max_audio_seconds) for p in audio_paths]
-    return ModelRequest(prompt, images, audios)
+    messages = ([{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else [])
+    messages += [{"role": t.role, "text": t.text, "media": [media.kind_of(f) for f in t.files]} for t in turns]
+    return ModelRequest(prompt, images, audios, messages)

@@ -19,8 +19,20 @@ def upload_root() -> str:
 
 def create(settings: AppSettings, engine=None, load: bool = True):
     """Build (engine, demo). The model starts loading in the background; the page shows progress."""
-    from .engine import Engine, zerogpu
     from .ui import build_demo
+
+    if settings.backend == "openai":
+        # A server does the work: torch is never imported.
+        from .remote import OpenAIEngine
+
+        engine = engine or OpenAIEngine(settings)
+        if load:
+            engine.load_in_background()
+        demo = build_demo(engine, settings, allowed_roots=(upload_root(),))
+        demo.queue(default_concurrency_limit=1, max_size=64)
+        return engine, demo
+
+    from .engine import Engine, zerogpu
 
     engine = engine or Engine(settings)
     if load and engine.status().state != "error":

@@ -78,6 +78,13 @@ class GenerationSettings:
 class AppSettings:
     """How the app is started. Each field has a flag (--max-images) and an env var (PHI_DEMO_MAX_IMAGES)."""
 
+    backend: str = field(default="local", metadata={"help": "local (load the model here) or openai (a server)",
+                                                    "choices": ("local", "openai")})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. http://host:8000/v1"})
+    api_key: str | None = field(default=None, metadata={"help": "bearer token for the server"})
+    served_model: str | None = field(default=None, metadata={"help": "model name the server knows (default: its first)"})
+    served_vision_model: str | None = field(default=None, metadata={"help": "name for requests with images (vLLM: the vision LoRA)"})
+    served_speech_model: str | None = field(default=None, metadata={"help": "name for audio-only requests (vLLM: the speech LoRA)"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": f"hub id, local folder, or '{TINY_MODEL}'"})
     revision: str = field(default=DEFAULT_REVISION, metadata={"help": "hub revision (only for hub ids)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})

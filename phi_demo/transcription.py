@@ -219,11 +219,13 @@ def engine_recognizer(engine, language: str = "auto", task: str = "transcribe",
     from .conversation import ASSISTANT, AUDIO_TOKEN, END, USER, ModelRequest
     from .settings import GenerationSettings
 
-    prompt = f"{USER}{AUDIO_TOKEN}{instruction(language, task)}{END}{ASSISTANT}"
+    text = instruction(language, task)
+    prompt = f"{USER}{AUDIO_TOKEN}{text}{END}{ASSISTANT}"
+    messages = [{"role": "user", "text": text, "media": ["audio"]}]
     gen = GenerationSettings(max_new_tokens=max_new_tokens)
 
     def recognize(samples: np.ndarray) -> str:
-        pieces = engine.stream(ModelRequest(prompt, [], [samples]), gen, threading.Event())
+        pieces = engine.stream(ModelRequest(prompt, [], [samples], messages), gen, threading.Event())
         return "".join(p for p in pieces if isinstance(p, str)).strip()
 
     return recognize

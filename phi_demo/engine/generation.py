@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -14,6 +13,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, T
 from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
+from ..stats import GenerationStats
 from .prefix_cache import PrefixCache, media_keys, slice_media
 
 
@@ -75,23 +75,6 @@ class CountingStreamer(TextIteratorStreamer):
             if self.print_len == len(text):
                 self.token_cache = self.token_cache[-1:]
                 self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int
-    new_tokens: int
-    ttft_s: float  # request start -> first new token (prefill included)
-    total_s: float
-    decode_tok_s: float  # new tokens after the first / time after the first
-    cancelled: bool = False
-    cached_tokens: int = 0  # prompt tokens served from the previous turn's KV cache
-
-    def summary(self) -> str:
-        tail = " · stopped" if self.cancelled else ""
-        cached = f", {self.cached_tokens} cached" if self.cached_tokens else ""
-        return (f"{self.new_tokens} tokens · {self.decode_tok_s:.1f} tok/s · "
-                f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tokens{cached}{tail}")
 
 
 def prepare_inputs(loaded, request):

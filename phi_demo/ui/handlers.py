@@ -140,6 +140,10 @@ class ChatHandlers:
         if st.state in ("loading", "idle"):
             return f"⏳ {st.message or 'Loading…'}"
         i = st.info
+        if i.get("backend") == "openai":
+            rows = [("Backend", "OpenAI-compatible server"), ("Server", i.get("server")), ("Model", i.get("model")),
+                    ("Served models", i.get("served models")), ("Attention", "decided by the server")]
+            return "\n".join(f"- **{k}:** `{v}`" for k, v in rows)
         rows = [("Model", i.get("model")), ("Revision", i.get("revision")), ("Device", i.get("device")),
                 ("dtype", i.get("dtype")), ("Attention", i.get("attention")),
                 ("Adapters", ", ".join(i.get("adapters") or []) or "none"),
@@ -168,7 +172,10 @@ class ChatHandlers:
                 gr.Timer(active=state in ("loading", "idle")))
 
     def attention_info(self) -> str:
-        off = [f"{o.name}: {o.reason}" for o in self.engine.attention_options() if not o.available]
+        options = self.engine.attention_options()
+        if not options:
+            return "Decided by the model server."
+        off = [f"{o.name}: {o.reason}" for o in options if not o.available]
         return "Unavailable here — " + "; ".join(off) if off else "All implementations can run here."
 
     def change_attention(self, choice):

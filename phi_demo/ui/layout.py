@@ -30,7 +30,9 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         with gr.Sidebar(position="left", open=True, label="Settings"):
             gr.Markdown("### Model")
             model_md = gr.Markdown(h.status_markdown(), elem_id="model-status")
-            attn = gr.Radio([o.name for o in engine.attention_options()], value=engine.attn,
+            options = [o.name for o in engine.attention_options()]
+            # A remote server decides its own attention: shown, not editable.
+            attn = gr.Radio(options or [engine.attn], value=engine.attn, interactive=bool(options),
                             label="Attention implementation", info=h.attention_info(), elem_id="attn")
             gr.Markdown("### Generation")
             max_new = gr.Slider(*L["max_new_tokens"], value=d.max_new_tokens, step=1, label="Max new tokens",
