@@ -28,18 +28,26 @@ def speech_48k(tmp_path_factory):
     return out
 
 
+BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run"]
+
+
 @pytest.fixture(scope="session")
-def browser(speech_48k):
+def playwright():
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={speech_48k}"])
-        yield b
-        b.close()
+    with sync_playwright() as p:  # one per process: a second sync_playwright() refuses to start
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright, speech_48k):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech_48k}"])
+    yield b
+    b.close()
 
 
 @pytest.fixture
@@ -215,21 +223,16 @@ def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, se
     page.wait_for_function("document.querySelector('#message textarea').value.length > 0")
 
 
-def test_no_microphone_says_so_on_the_page(server):
+def test_no_microphone_says_so_on_the_page(playwright, server):
     """A browser without a microphone (or with access denied) gets a message, not silence."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
-        try:
-            pg = b.new_context(permissions=[]).new_page()
-            pg.goto(server.url)
-            pg.get_by_role("tab", name="Live transcription").click()
-            pg.wait_for_selector("#live-mic button.record-button")
-            pg.click("#live-mic button.record-button")
-            pg.wait_for_function("/Could not start recording|allow access to the microphone/i"
-                                 ".test(document.body.innerText)", timeout=15_000)
-        finally:
-            b.close()
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+    try:
+        pg = b.new_context(permissions=[]).new_page()
+        pg.goto(server.url)
+        pg.get_by_role("tab", name="Live transcription").click()
+        pg.wait_for_selector("#live-mic button.record-button")
+        pg.click("#live-mic button.record-button")
+        pg.wait_for_function("/Could not start recording|allow access to the microphone/i"
+                             ".test(document.body.innerText)", timeout=15_000)
+    finally:
+        b.close()

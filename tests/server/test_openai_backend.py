@@ -1,7 +1,6 @@
 """The app in front of a real OpenAI-compatible server (`transformers serve` on loopback,
 serving a tiny random Phi-3 text model made here), not a mock."""
 
-import json
 import os
 import shutil
 import subprocess
