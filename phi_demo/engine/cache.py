@@ -18,6 +18,8 @@ class ModelKey:
     device: str
     dtype: str
     attn: str
+    quantize: str = "none"
+    offload: bool = False
 
 
 class ModelCache:

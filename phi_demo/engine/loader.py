@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -107,17 +108,42 @@ def load_processor(folder: Path):
     return processor
 
 
-def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
+# Quantizing the vision and audio encoders (and the LM head) breaks them ("Cannot convert
+# tensor ... Int2" in the seed project); only the decoder's linear layers are quantized.
+KEEP_UNQUANTIZED = ["model.embed_tokens_extend", "lm_head"]  # matched from the start of the name
+
+
+def quantization_config(kind: str, dtype: str):
+    """bitsandbytes settings for --quantize, or None."""
+    if kind in (None, "", "none"):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=getattr(torch, dtype), llm_int8_skip_modules=KEEP_UNQUANTIZED)
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=KEEP_UNQUANTIZED)
+    raise ModelUnavailable(f"Unknown quantization {kind!r}; choose 4bit or 8bit.")
+
+
+def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str = "none",
+               offload: bool = False) -> LoadedModel:
     from transformers import Phi4MultimodalForCausalLM
 
     start = time.perf_counter()
+    quant = quantization_config(quantize, dtype)
+    if quant is not None and importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelUnavailable("--quantize needs bitsandbytes: pip install bitsandbytes.")
     try:
         processor = load_processor(folder)
         # Under ZeroGPU, CUDA is emulated until a request runs: load on the CPU, then .to()
-        # records the move, as ZeroGPU asks.
-        load_on = "cpu" if zerogpu.enabled() else device
+        # records the move, as ZeroGPU asks. --offload lets accelerate place layers on the
+        # GPU until it is full and the rest in CPU memory.
+        load_on = "cpu" if zerogpu.enabled() else ("auto" if offload else device)
         model = Phi4MultimodalForCausalLM.from_pretrained(
             folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=load_on,
+            quantization_config=quant,
         ).eval()
 
     except torch.OutOfMemoryError as e:
@@ -133,7 +159,7 @@ def load_model(folder: Path, device: str, dtype: str, attn: str) -> LoadedModel:
             with _quiet_transformers():
                 model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
             adapters.append(name)
-    if load_on != device:
+    if load_on == "cpu" and device != "cpu":
         model.to(device)  # after the adapters: their loader copies tensors in threads ZeroGPU does not see
     model.eval()
     return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters)

@@ -75,6 +75,11 @@ class Engine:
             "load_seconds": round(loaded.load_seconds, 2),
             "weights_gb": round(loaded.memory_bytes / 1e9, 3),
         }
+        if self.settings.quantize != "none":
+            info["quantized"] = f"{self.settings.quantize} (decoder; encoders and adapters in {loaded.dtype})"
+        if self.settings.offload:
+            devices = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()}
+            info["placement"] = ", ".join(sorted(devices)) or str(loaded.model.device)
         if loaded.device.startswith("cuda"):
             info["cuda_allocated_gb"] = round(torch.cuda.memory_allocated() / 1e9, 2)
         return info
@@ -86,13 +91,14 @@ class Engine:
     def key(self, attn: str | None = None) -> ModelKey:
         attn = resolve_attention(attn or self.attn, self.device)
         revision = None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision
-        return ModelKey(self.settings.model, revision, self.device, self.dtype, attn)
+        return ModelKey(self.settings.model, revision, self.device, self.dtype, attn,
+                        self.settings.quantize, self.settings.offload)
 
     def _load(self, key: ModelKey):
         folder = sources.resolve(key.source, key.revision, self.settings.offline,
                                  progress=lambda msg: self._set_state("loading", msg))
         self._set_state("loading", f"Loading {key.source} on {key.device} ({key.dtype}, {key.attn})…")
-        return load_model(folder, key.device, key.dtype, key.attn)
+        return load_model(folder, key.device, key.dtype, key.attn, key.quantize, key.offload)
 
     def load(self, attn: str | None = None):
         """The model for `attn` (default: the current choice), loading it if needed."""
