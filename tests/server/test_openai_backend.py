@@ -169,3 +169,23 @@ def test_server_error_is_reported(app):
     finally:
         engine.settings = AppSettings(**{**engine.settings.__dict__, "served_model": None})
     assert isinstance(client.predict({"text": "hi", "files": []}, [], api_name="/chat", max_new_tokens=3), str)
+
+
+def test_live_transcription_goes_through_the_backend(app, monkeypatch):
+    import numpy as np
+
+    from phi_demo.transcription import engine_recognizer
+
+    engine, _ = app
+    sent = []
+    real = engine.payload
+    monkeypatch.setattr(engine, "payload", lambda request, gen: sent.append(real(request, gen)) or sent[-1])
+    recognize = engine_recognizer(engine, "de", "transcribe", max_new_tokens=4)
+    try:
+        text = recognize((0.2 * np.sin(np.arange(16000) / 5)).astype(np.float32))
+        assert isinstance(text, str)
+    except RuntimeError as e:  # a text-only server may refuse audio; the page then shows this
+        assert "model server answered HTTP" in str(e)
+    (part_audio, part_text) = sent[-1]["messages"][0]["content"]
+    assert part_audio["type"] == "input_audio" and part_audio["input_audio"]["format"] == "wav"
+    assert "German" in part_text["text"]
