@@ -28,23 +28,22 @@ def create(settings: AppSettings, engine=None, load: bool = True):
         engine = engine or OpenAIEngine(settings)
         if load:
             engine.load_in_background()
-        demo = build_demo(engine, settings, allowed_roots=(upload_root(),))
-        demo.queue(default_concurrency_limit=1, max_size=64)
-        return engine, demo
+        page_engine = engine
+    else:
+        from .engine import Engine, zerogpu
 
-    from .engine import Engine, zerogpu
-
-    engine = engine or Engine(settings)
-    if load and engine.status().state != "error":
-        if zerogpu.enabled():
-            # ZeroGPU wants the model on "cuda" when the app is imported, not later.
-            try:
-                engine.load()
-            except ModelUnavailable:
-                pass  # the page says why
-        else:
-            engine.load_in_background()
-    demo = build_demo(zerogpu.wrap(engine), settings, allowed_roots=(upload_root(),))
+        engine = engine or Engine(settings)
+        if load and engine.status().state != "error":
+            if zerogpu.enabled():
+                # ZeroGPU wants the model on "cuda" when the app is imported, not later.
+                try:
+                    engine.load()
+                except ModelUnavailable:
+                    pass  # the page says why
+            else:
+                engine.load_in_background()
+        page_engine = zerogpu.wrap(engine)
+    demo = build_demo(page_engine, settings, allowed_roots=(upload_root(),))
     # Requests wait in Gradio's queue (and see their position) while one answer is generated.
     demo.queue(default_concurrency_limit=1, max_size=64)
     return engine, demo

@@ -118,10 +118,12 @@ def media_keys(prompt: str, images: list, audios: list) -> list[str]:
 
     def key(x) -> str:
         if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
-            data = x.tobytes() + f"{x.size}{x.mode}".encode()
-        else:
-            data = np.ascontiguousarray(x).tobytes()
-        return hashlib.sha1(data).hexdigest()
+            # The same decoded image comes back each turn (conversation caches it), and hashing
+            # a large one takes tens of ms: remember its key on it.
+            if "phi_demo_key" not in x.info:
+                x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()
+            return x.info["phi_demo_key"]
+        return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
 
     img, aud = iter(images), iter(audios)
     out = []
