@@ -36,14 +36,6 @@ class Turn:
     text: str = ""
     files: tuple[str, ...] = ()
 
-    @property
-    def images(self) -> list[str]:
-        return [f for f in self.files if media.kind_of(f) == "image"]
-
-    @property
-    def audios(self) -> list[str]:
-        return [f for f in self.files if media.kind_of(f) == "audio"]
-
 
 def _file_path(item: Any) -> str | None:
     """The server path inside any of Gradio's file shapes, or None if `item` is not a file."""
