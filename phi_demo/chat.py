@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from .conversation import Limits, ModelRequest, Turn, build_request, message_to_turn, normalize_history
 from .settings import GenerationSettings
 
+
 @dataclass
 class Prepared:
     turns: list[Turn]

@@ -63,32 +63,39 @@ class ChatHandlers:
                              allowed_roots=allowed_roots)
 
     # --- chat ------------------------------------------------------------------
+    def _prepare(self, message, history, system_prompt, gen_values):
+        """Settings and request for one answer; bad input becomes the sentence the user sees."""
+        try:
+            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
+            return gen, prepare(self.limits, message, history, system_prompt)
+        except UserInputError as e:
+            raise shown_error(str(e), title="Cannot send this message") from None
+
+    @staticmethod
+    def _failure(e: Exception) -> str:
+        """What the user reads when an answer fails after it started."""
+        if isinstance(e, (UserInputError, ModelUnavailable, RuntimeError)):
+            return str(e)
+        log.exception("generation failed")  # a bad request must never take the app down
+        return f"Something went wrong while answering: {e}"
+
     def _run(self, message, base_history, rollback_history, restore_box, system_prompt, attn, *gen_values):
         """Shared by send, retry and examples: show the user turn, stream the answer, and
         on any failure put the chat (and the message box) back exactly as they were."""
-        try:
-            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
-            prepared = prepare(self.limits, message, base_history, system_prompt)
-        except UserInputError as e:
-            raise shown_error(str(e), title="Cannot send this message") from None
+        gen, prepared = self._prepare(message, base_history, system_prompt, gen_values)
         shown = list(base_history) + [user_message(prepared.turns[-1])]
         box = gr.MultimodalTextbox(value=None) if restore_box else gr.skip()
         yield shown, box
         cancel = threading.Event()
-        text = ""
         try:
             for text, stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
                 answer = [{"role": "assistant", "content": text}] if text else []
                 if stats is not None:
                     answer.append(stats_message(stats, attn))
                 yield shown + answer, gr.skip()
-        except (UserInputError, ModelUnavailable, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - reported, and the chat is put back
             yield rollback_history, (message if restore_box else gr.skip())
-            raise shown_error(str(e), title="No answer") from None
-        except Exception as e:  # noqa: BLE001 - a bad request must never take the app down
-            log.exception("generation failed")
-            yield rollback_history, (message if restore_box else gr.skip())
-            raise shown_error(f"Something went wrong while answering: {e}", title="No answer") from None
+            raise shown_error(self._failure(e), title="No answer") from None
         finally:
             cancel.set()  # Stop, a closed tab and a cancelled job all arrive here
 
@@ -115,20 +122,13 @@ class ChatHandlers:
         gen_values = (max_new_tokens, do_sample, temperature, top_p, top_k, repetition_penalty, seed)
         if history is not None and not isinstance(history, list):
             raise shown_error("history must be a list of {'role', 'content'} messages.")
-        try:
-            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
-            prepared = prepare(self.limits, message, history or [], system_prompt)
-        except UserInputError as e:
-            raise shown_error(str(e)) from None
+        gen, prepared = self._prepare(message, history or [], system_prompt, gen_values)
         cancel = threading.Event()
         try:
             for text, _stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
                 yield text
-        except (UserInputError, ModelUnavailable, RuntimeError) as e:
-            raise shown_error(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - a bad request must never take the app down
-            log.exception("generation failed")
-            raise shown_error(f"Something went wrong while answering: {e}") from None
+        except Exception as e:  # noqa: BLE001 - reported as a sentence
+            raise shown_error(self._failure(e)) from None
         finally:
             cancel.set()
 
