@@ -17,12 +17,7 @@ import numpy as np
 
 from .errors import ModelUnavailable
 from .settings import AppSettings, GenerationSettings
-from .stats import GenerationStats
-
-
-class _Status:
-    def __init__(self, state: str, message: str = "", info: dict | None = None):
-        self.state, self.message, self.info = state, message, info or {}
+from .stats import EngineStatus, GenerationStats
 
 
 def _png_data_url(image) -> str:
@@ -114,10 +109,10 @@ class OpenAIEngine:
 
     def status(self):
         if self._error:
-            return _Status("error", self._error)
+            return EngineStatus("error", self._error)
         if self._models is None:
-            return _Status("loading", f"Contacting {self.base_url}…")
-        return _Status("ready", "", {"backend": "openai", "server": self.base_url, "model": self.model_for("text"),
+            return EngineStatus("loading", f"Contacting {self.base_url}…")
+        return EngineStatus("ready", "", {"backend": "openai", "server": self.base_url, "model": self.model_for("text"),
                                      "served models": ", ".join(self._models) or "none listed"})
 
     def model_for(self, modality: str) -> str:

@@ -1,8 +1,9 @@
-"""What one answer cost; shared by the local engine and remote backends (no torch)."""
+"""What the engine reports (its state, what one answer cost); shared by the local engine and
+remote backends, so no torch here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,3 +21,10 @@ class GenerationStats:
         cached = f", {self.cached_tokens} cached" if self.cached_tokens else ""
         return (f"{self.new_tokens} tokens · {self.decode_tok_s:.1f} tok/s · "
                 f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tokens{cached}{tail}")
+
+
+@dataclass
+class EngineStatus:
+    state: str  # "idle", "loading", "ready" or "error"
+    message: str = ""
+    info: dict = field(default_factory=dict)

@@ -6,13 +6,13 @@ import gc
 import os
 import logging
 import threading
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
 from ..errors import ModelUnavailable
 from ..settings import TINY_MODEL, AppSettings, GenerationSettings
+from ..stats import EngineStatus
 from . import sources
 from .attention import attention_options, resolve_attention
 from .cache import ModelCache, ModelKey
@@ -20,13 +20,6 @@ from .generation import GenerationStats, stream_generate
 from .loader import load_model, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineStatus:
-    state: str  # "idle", "loading", "ready" or "error"
-    message: str = ""
-    info: dict = field(default_factory=dict)
 
 
 class Engine:
