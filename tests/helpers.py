@@ -15,6 +15,7 @@ def free_port() -> int:
 
 
 def generate_threads():
+    """Threads generating right now (the worker thread is named so only while it generates)."""
     return [t for t in threading.enumerate() if t.name == "phi-demo-generate"]
 
 

@@ -33,12 +33,17 @@ MIN_HANDOFF_INTERVAL_S = 1 / 30
 
 
 class CountingStreamer(TextIteratorStreamer):
-    """TextIteratorStreamer that also counts new tokens, notes when the first arrived, and
-    keeps its decode window short.
+    """TextIteratorStreamer that also counts new tokens, notes when the first arrived, keeps
+    its decode window short and decodes only when it hands text over.
 
-    TextStreamer re-decodes every token since the last newline at each step, so a long
-    paragraph costs O(n^2) on the generating thread (0.06 ms per token at 64 tokens, 0.15 ms
-    at 1,024 on 2 CPU cores). Once the window holds `window` tokens and all of its text has
+    generate() calls put() on its own thread once per token, between two forward passes, so
+    anything put() does delays the next token. Here put() only notes the token; the text is
+    decoded when it is handed to the reader: the first token at once, then at most every
+    `min_interval_s` (a browser gains nothing from more repaints, and each hand-off wakes the
+    reading thread, which then competes with generation for the GIL).
+
+    TextStreamer re-decodes every token since the last newline at each decode, so a long
+    paragraph costs O(n^2). Once the window holds `window` tokens and all of its text has
     been handed out, it is cut back to its last token, which stays as context for the next
     decode, exactly as TextStreamer itself does at a newline."""
 
@@ -48,33 +53,47 @@ class CountingStreamer(TextIteratorStreamer):
         self.min_interval_s = min_interval_s
         self.new_tokens = 0
         self.first_token_at: float | None = None
-        self._pending = ""
+        self._held: list[torch.Tensor] = []
         self._last_handoff = 0.0
 
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        """Hand text to the reader at most every `min_interval_s` (the first piece at once,
-        the rest on time or at the end): each hand-off wakes the reading thread, which then
-        competes with generation for the GIL."""
-        self._pending += text
-        now = time.perf_counter()
-        if self._pending and (stream_end or now - self._last_handoff >= self.min_interval_s):
-            self.text_queue.put(self._pending, timeout=self.timeout)
-            self._pending = ""
-            self._last_handoff = now
-        if stream_end:
-            self.text_queue.put(self.stop_signal, timeout=self.timeout)
-
     def put(self, value):
-        if not self.next_tokens_are_prompt:
+        now = time.perf_counter()
+        if self.next_tokens_are_prompt:  # generate() hands the prompt over first
+            self.next_tokens_are_prompt = False
+            if self.skip_prompt:
+                return
+        else:
             if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
+                self.first_token_at = now
             self.new_tokens += int(value.numel())
-        super().put(value)
+        self._held.append(value.reshape(-1))
+        if now - self._last_handoff >= self.min_interval_s:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._held:
+            return
+        ids = self._held[0] if len(self._held) == 1 else torch.cat(self._held)
+        self._held = []
+        super().put(ids)  # TextStreamer: decode, cut at a printable boundary, on_finalized_text
         if len(self.token_cache) > self.window:
             text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
             if self.print_len == len(text):
                 self.token_cache = self.token_cache[-1:]
                 self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        # The interval runs from the last text actually handed out: a token that decodes to
+        # nothing printable yet (half a word, half a character) must not hold back the next.
+        if text:
+            self._last_handoff = time.perf_counter()
+            self.text_queue.put(text, timeout=self.timeout)
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+    def end(self):
+        self._hand_over()
+        super().end()
 
 
 def prepare_inputs(loaded, request):
@@ -148,8 +167,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             errors.append(e)
             streamer.end()  # never leave the reader waiting
 
-    thread = threading.Thread(target=run, name="phi-demo-generate", daemon=True)
-    thread.start()
+    done = loaded.worker.submit(run)
     try:
         pieces = iter(streamer)
         while True:
@@ -158,12 +176,12 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             except StopIteration:
                 break
             except queue.Empty:
-                if thread.is_alive():
+                if not done.is_set():
                     continue
                 break
             if piece:
                 yield piece
-        thread.join()
+        done.wait()
         if errors:
             raise errors[0]
         end = time.perf_counter()
@@ -176,4 +194,4 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                               reuse.length if reuse else 0)
     finally:
         cancel.set()
-        thread.join()
+        done.wait()

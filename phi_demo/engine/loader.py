@@ -16,6 +16,7 @@ from ..errors import ModelUnavailable
 from . import zerogpu
 from .prefix_cache import PrefixCache
 from .sources import HOW_TO_FIX
+from .worker import GenerationWorker
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
 
@@ -61,6 +62,7 @@ class LoadedModel:
     load_seconds: float
     adapters: list[str] = field(default_factory=list)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
+    worker: GenerationWorker = field(default_factory=GenerationWorker)
 
     @property
     def memory_bytes(self) -> int:
@@ -76,6 +78,7 @@ class LoadedModel:
 
     def release(self) -> None:
         self.prefix_cache.clear()
+        self.worker.stop()
         self.model = None
         self.processor = None
         gc.collect()
