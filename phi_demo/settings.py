@@ -102,6 +102,10 @@ class AppSettings:
                                                     "choices": ("none", "4bit", "8bit")})
     offload: bool = field(default=False, metadata={"help": "spread the model over GPU and CPU (accelerate)"})
     kv_reuse: bool = field(default=True, metadata={"help": "reuse the previous turn's KV cache in a chat"})
+    fast_decode: bool = field(default=False, metadata={"help": "static KV cache + torch.compile'd decode step "
+                                                               "(compiles for a while at start; best on a GPU)"})
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for --fast-decode "
+                                                                      "('eager' checks the graph without compiling)"})
     share: bool = field(default=False, metadata={"help": "create a public gradio.live link"})
     offline: bool = field(default=False, metadata={"help": "never contact the hub (also HF_HUB_OFFLINE=1)"})
 

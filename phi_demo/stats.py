@@ -15,11 +15,13 @@ class GenerationStats:
     decode_tok_s: float  # new tokens after the first / time after the first
     cancelled: bool = False
     cached_tokens: int = 0  # prompt tokens served from the previous turn's KV cache
+    fast_decode: bool = False  # static cache + compiled decode step
 
     def summary(self) -> str:
         tail = " · stopped" if self.cancelled else ""
         cached = f", {self.cached_tokens} cached" if self.cached_tokens else ""
-        return (f"{self.new_tokens} tokens · {self.decode_tok_s:.1f} tok/s · "
+        fast = " · fast decode" if self.fast_decode else ""
+        return (f"{self.new_tokens} tokens · {self.decode_tok_s:.1f} tok/s{fast} · "
                 f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tokens{cached}{tail}")
 
 

@@ -142,14 +142,30 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             f"The conversation is {prompt_tokens} tokens long and {gen.max_new_tokens} new tokens were asked for; "
             f"the model's context window is {limit} tokens. Clear the chat, shorten the message or lower max new tokens."
         )
+    model = loaded.model
+    fast = getattr(loaded, "fast", None)
+    length = fast.cache_length(model.config, prompt_tokens + gen.max_new_tokens) if fast else None
+    if length is None:
+        fast = None  # too long for the static cache: the ordinary path
     reuse = None
     if prefix_cache is not None:
         processor = loaded.processor
         items = media_keys(request.prompt, request.images, request.audios)
+        accept = ((lambda c: fast.owns(c, length)) if fast else (lambda c: isinstance(c, DynamicCache)))
         reuse = prefix_cache.take(inputs["input_ids"][0], request.prompt, adapter,
-                                  processor.image_token_id, processor.audio_token_id, items)
-    cache = reuse.cache if reuse else DynamicCache(config=loaded.model.config)
+                                  processor.image_token_id, processor.audio_token_id, items, accept)
+    if reuse:
+        cache = reuse.cache
+    elif fast:
+        cache = fast.fresh_cache(model, length, prefix_cache)
+    else:
+        cache = DynamicCache(config=model.config)
     model_inputs = slice_media(inputs, reuse) if reuse else inputs
+    extra = {}
+    if fast:
+        # generate() gets a text-only prompt: the media go in through fast.prefill below.
+        media, model_inputs = model_inputs, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        extra["compile_config"] = fast.compile_config(loaded.device)
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
     errors: list[BaseException] = []
     produced: list[torch.Tensor] = []
@@ -159,10 +175,12 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             if gen.seed is not None:
                 torch.manual_seed(gen.seed)
             with torch.inference_mode():
-                produced.append(loaded.model.generate(
+                if fast:
+                    fast.prefill(model, inputs, media, cache, reuse.length if reuse else 0)
+                produced.append(model.generate(
                     **model_inputs, cache=cache, streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
-                    **generation_kwargs(gen, loaded.processor)))
+                    **generation_kwargs(gen, loaded.processor), **extra))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)
             streamer.end()  # never leave the reader waiting
@@ -191,7 +209,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
         n = streamer.new_tokens
         decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
         yield GenerationStats(prompt_tokens, n, first - start, end - start, decode, cancel.is_set(),
-                              reuse.length if reuse else 0)
+                              reuse.length if reuse else 0, fast is not None)
     finally:
         cancel.set()
         done.wait()

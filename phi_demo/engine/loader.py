@@ -63,6 +63,8 @@ class LoadedModel:
     adapters: list[str] = field(default_factory=list)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     worker: GenerationWorker = field(default_factory=GenerationWorker)
+    fast: object = None  # a FastDecode once --fast-decode has compiled
+    fast_error: str | None = None  # why fast decode could not be used
 
     @property
     def memory_bytes(self) -> int:
@@ -75,10 +77,21 @@ class LoadedModel:
         self.model.set_attn_implementation(attn)
         fix_vision_attention(self.model)
         self.attn = attn
+        self.drop_compiled()
+
+    def drop_compiled(self) -> None:
+        """Forget fast decode's graphs and static caches (they were made for the old state)."""
+        if self.fast is not None:
+            self.fast = None
+            self.prefix_cache.clear()  # its entries may hold the static caches
+            if self.model is not None and hasattr(self.model, "_compiled_call"):
+                del self.model._compiled_call
+            torch._dynamo.reset()
 
     def release(self) -> None:
         self.prefix_cache.clear()
         self.worker.stop()
+        self.drop_compiled()
         self.model = None
         self.processor = None
         gc.collect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,12 +67,17 @@ class PrefixCache:
     def clear(self) -> None:
         self.entries.clear()
 
+    def discard(self, cache) -> None:
+        """Forget the entry holding `cache` (its owner is about to overwrite it)."""
+        self.entries = [e for e in self.entries if e.cache is not cache]
+
     def take(self, ids: torch.Tensor, prompt: str, adapter: str | None, image_id: int, audio_id: int,
-             items: list[str] | None = None) -> Reuse | None:
+             items: list[str] | None = None, accept: Callable[[object], bool] | None = None) -> Reuse | None:
         """The best reusable cache for `ids` (removed from the store), cropped; or None.
 
         `items` names each image and clip in prompt order (see media_keys): equal token ids
-        do not mean equal media, since every image of a size has the same placeholder ids."""
+        do not mean equal media, since every image of a size has the same placeholder ids.
+        `accept` says which caches the caller can use (fast decode needs its own static one)."""
         ids = ids.detach().to("cpu")
         runs = media_runs(ids, prompt, image_id, audio_id)
         if not runs and ((ids == image_id) | (ids == audio_id)).any():
@@ -79,12 +85,12 @@ class PrefixCache:
         items = items or []
         best_entry, best = None, (0, 0, 0)
         for entry in self.entries:
-            if entry.adapter != adapter:
+            if entry.adapter != adapter or (accept is not None and not accept(entry.cache)):
                 continue
             m = min(len(entry.ids), len(ids))
             same = (entry.ids[:m] == ids[:m]).tolist()
             n = same.index(False) if False in same else m
-            n = min(n, entry.cache.get_seq_length(), len(ids) - 1)  # at least one token to prefill
+            n = min(n, int(entry.cache.get_seq_length()), len(ids) - 1)  # at least one token to prefill
             images_done = audios_done = used = 0
             for start, end, kind, count in runs:
                 # Never split a media item between cache and prefill, nor reuse another one's keys.
@@ -102,9 +108,10 @@ class PrefixCache:
         if n < self.min_reuse:
             return None
         self.entries = [e for e in self.entries if e is not best_entry]
-        surplus = best_entry.cache.get_seq_length() - n
+        surplus = int(best_entry.cache.get_seq_length()) - n
         if surplus:
-            best_entry.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
+            with torch.inference_mode():  # a static cache crops in place, and its tensors are inference tensors
+                best_entry.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
         return Reuse(best_entry.cache, n, images_done, audios_done)
 
     def put(self, ids: torch.Tensor, cache, adapter: str | None, items: list[str] | None = None) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
-import os
 import logging
+import os
 import threading
+import time
 from typing import Iterator
 
 import torch
@@ -73,6 +74,12 @@ class Engine:
         if self.settings.offload:
             devices = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()}
             info["placement"] = ", ".join(sorted(devices)) or str(loaded.model.device)
+        if self.settings.fast_decode:
+            if loaded.fast is not None:
+                info["fast_decode"] = (f"on: static cache + torch.compile ({self.settings.compile_backend}), "
+                                       f"compiled in {loaded.fast.warmup_s:.1f} s")
+            else:
+                info["fast_decode"] = f"off: {loaded.fast_error or 'not compiled yet'}"
         if loaded.device.startswith("cuda"):
             info["cuda_allocated_gb"] = round(torch.cuda.memory_allocated() / 1e9, 2)
         return info
@@ -111,8 +118,41 @@ class Engine:
             self._set_state("error", f"The model could not be loaded: {e}. {sources.HOW_TO_FIX}")
             raise ModelUnavailable(self._state.message) from e
         self.attn = key.attn
+        if self.settings.fast_decode and loaded.fast is None and loaded.fast_error is None:
+            self._compile(loaded)
         self._set_state("ready", "")
         return loaded
+
+    def _compile(self, loaded) -> None:
+        """Fast decode: compile the decode step now, for plain text and each adapter, so that
+        no answer stalls on it; longer cache lengths compile on first use. A failure (no
+        compiler, an unsupported op) leaves the ordinary path in place, with the reason shown."""
+        from ..conversation import Turn, build_request
+        from .fast_decode import FastDecode
+
+        with self._generate_lock:
+            if loaded.fast is not None or loaded.fast_error is not None:
+                return
+            if self.settings.quantize != "none" or self.settings.offload:
+                loaded.fast_error = "not with --quantize or --offload (transformers does not compile those)"
+                return
+            self._set_state("loading", "Compiling the decode step for fast decode (one to a few minutes)…")
+            fast = FastDecode(backend=self.settings.compile_backend)
+            loaded.fast = fast
+            start = time.perf_counter()
+            try:
+                for modality in ["text"] + [m for m in ("vision", "speech") if self.adapter_for(loaded, m)]:
+                    request = build_request([Turn("user", "Hello")], self.settings.system_prompt)
+                    adapter = self.activate_adapter(loaded, modality)
+                    gen = GenerationSettings(max_new_tokens=4, min_new_tokens=4)
+                    for _ in stream_generate(loaded, request, gen, threading.Event(), adapter=adapter):
+                        pass
+            except Exception as e:  # noqa: BLE001 - fall back, never fail the load for it
+                log.exception("fast decode: compiling failed")
+                loaded.drop_compiled()
+                loaded.fast_error = f"compiling failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                return
+            fast.warmup_s = time.perf_counter() - start
 
     def load_in_background(self) -> threading.Thread:
         def run():

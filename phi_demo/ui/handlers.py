@@ -148,9 +148,9 @@ class ChatHandlers:
                 ("dtype", i.get("dtype")), ("Attention", i.get("attention")),
                 ("Adapters", ", ".join(i.get("adapters") or []) or "none"),
                 ("Load time", f"{i.get('load_seconds')} s"), ("Weights", f"{i.get('weights_gb')} GB")]
-        for key in ("quantized", "placement"):
+        for key, label in (("quantized", "Quantized"), ("placement", "Placement"), ("fast_decode", "Fast decode")):
             if i.get(key):
-                rows.append((key.capitalize(), i[key]))
+                rows.append((label, i[key]))
         if "cuda_allocated_gb" in i:
             rows.append(("GPU memory in use", f"{i['cuda_allocated_gb']} GB"))
         return "\n".join(f"- **{k}:** `{v}`" for k, v in rows if v is not None)

@@ -1,0 +1,100 @@
+"""Fast decode: a static KV cache and a torch.compile'd decode step.
+
+This is transformers' own recipe (generate() compiles the model's forward for the decode
+steps when it is given a compileable cache and a CompileConfig); what this module adds is
+what a chat app needs around it:
+
+- The decode graph must see text only. Phi-4's generate() hands the image and audio
+  inputs to every step, and the model looks at them with a data-dependent branch, which
+  breaks the graph. So the prompt, media included, is prefilled here with the plain
+  forward (all but its last token); generate() then sees a text-only prompt over a cache
+  that already holds everything.
+- Few shapes, few compilations: cache lengths are powers of two from 1,024, so one graph
+  per (length, active adapter) serves every request that fits.
+- One cache object per length, reused (cleared, or cropped by KV reuse): CUDA graphs
+  recorded for a cache's addresses stay valid.
+- Phi-4 switches its RoPE scaling once a sequence passes original_max_position_embeddings
+  (4,096) and generate() then recomputes the whole cache; an answer that could cross that
+  point uses the ordinary path instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+MIN_LENGTH = 1024
+MEDIA_KEYS = ("image_pixel_values", "image_sizes", "image_attention_mask",
+              "audio_input_features", "audio_embed_sizes", "audio_attention_mask")
+
+
+def length_limit(config) -> int:
+    """Longest sequence the fast path handles: generate() rebuilds the cache past the RoPE
+    switch point (see Phi4MultimodalForCausalLM.prepare_inputs_for_generation)."""
+    original = getattr(config, "original_max_position_embeddings", None)
+    if getattr(config, "rope_parameters", None) and original:
+        return int(original)
+    return int(config.max_position_embeddings)
+
+
+@dataclass
+class FastDecode:
+    backend: str = "inductor"
+    mode: str | None = None  # None: "reduce-overhead" (CUDA graphs) on CUDA, inductor's default elsewhere
+    caches: dict = field(default_factory=dict)  # length -> StaticCache
+    warmup_s: float | None = None
+    _config: object = None
+
+    def cache_length(self, config, needed: int) -> int | None:
+        """The static cache length for a request of `needed` tokens, or None: too long."""
+        limit = length_limit(config)
+        if needed > limit:
+            return None
+        length = MIN_LENGTH
+        while length < needed:
+            length *= 2
+        return min(length, limit)
+
+    def compile_config(self, device: str):
+        if self._config is None:
+            from transformers import CompileConfig
+
+            cuda = device.startswith("cuda")
+            mode = self.mode or ("reduce-overhead" if cuda else "default")
+            self._config = CompileConfig(fullgraph=True, dynamic=False, backend=self.backend, mode=mode)
+            # transformers compiles on its own only on accelerators; the user asked for it here.
+            self._config._compile_all_devices = True
+            # Each (cache length, active LoRA adapter) is its own graph: 3 lengths x 3 adapters
+            # would pass dynamo's default limit of 8 and silently fall back to eager.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+        return self._config
+
+    def fresh_cache(self, model, length: int, prefix_cache=None):
+        """The cache for `length`, emptied. A prefix-cache entry holding it is dropped first."""
+        from transformers import StaticCache
+
+        cache = self.caches.get(length)
+        if cache is None:
+            cache = self.caches[length] = StaticCache(config=model.config, max_cache_len=length)
+        else:
+            if prefix_cache is not None:
+                prefix_cache.discard(cache)
+            with torch.inference_mode():  # its tensors were made under inference mode
+                cache.reset()
+        return cache
+
+    def owns(self, cache, length: int) -> bool:
+        return self.caches.get(length) is cache
+
+    @staticmethod
+    def prefill(model, inputs: dict, media: dict, cache, done: int) -> None:
+        """Run the prompt except its last token through the plain forward into `cache`, which
+        already holds the first `done` tokens; `media` are the inputs for the media not yet
+        in the cache. Call under inference_mode."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if ids.shape[1] - 1 <= done:
+            return
+        extra = {k: media[k] for k in MEDIA_KEYS if media.get(k) is not None}
+        model(input_ids=ids[:, done:-1], attention_mask=mask[:, :-1], cache=cache, use_cache=True,
+              logits_to_keep=1, **extra)

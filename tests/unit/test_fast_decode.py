@@ -1,0 +1,152 @@
+"""Fast decode (static cache + compiled decode step) gives the same answers as the ordinary
+path, for every kind of input and across chat turns, and falls back cleanly.
+
+Most tests compile with the 'eager' backend: dynamo still captures the decode step as one
+graph (fullgraph=True fails on any graph break, e.g. media inputs reaching the decode
+step), without waiting for inductor's C++ build. One test uses the default, inductor."""
+
+import threading
+
+import pytest
+import torch
+
+from phi_demo.conversation import Turn, build_request
+from phi_demo.engine import Engine
+from phi_demo.engine.fast_decode import FastDecode, length_limit
+from phi_demo.settings import AppSettings, GenerationSettings
+
+IMAGE, AUDIO = "example_image.png", "example_question.wav"
+GEN = GenerationSettings(max_new_tokens=20, min_new_tokens=20)
+
+
+@pytest.fixture(scope="module")
+def fast_engine(tiny_folder):
+    e = Engine(AppSettings(model="tiny-random", fast_decode=True, compile_backend="eager"))
+    e.load()
+    yield e
+    e.cache.release()
+
+
+def chat(engine, assets, turns, gen=GEN):
+    """Run a conversation; (answer, stats) per turn."""
+    history, out = [], []
+    for text, files in turns:
+        history.append(Turn("user", text, tuple(str(assets / f) for f in files)))
+        pieces = list(engine.stream(build_request(history, "You are a helpful assistant."), gen, threading.Event()))
+        answer, stats = "".join(pieces[:-1]), pieces[-1]
+        history.append(Turn("assistant", answer))
+        out.append((answer, stats))
+    return out
+
+
+@pytest.mark.parametrize("files", [(), (IMAGE,), (AUDIO,), (IMAGE, AUDIO)])
+def test_same_answer_as_the_ordinary_path(engine, fast_engine, assets, files):
+    engine.load().prefix_cache.clear()
+    fast_engine.load().prefix_cache.clear()
+    [(want, slow_stats)] = chat(engine, assets, [("Tell me about it.", files)])
+    [(got, stats)] = chat(fast_engine, assets, [("Tell me about it.", files)])
+    assert got == want and stats.new_tokens == 20
+    assert stats.fast_decode and not slow_stats.fast_decode
+
+
+def test_a_chat_reuses_the_static_cache_and_matches(engine, fast_engine, assets):
+    turns = [("Look at this.", (IMAGE,)), ("And now?", ()), ("Listen too.", (AUDIO,)), ("Once more.", ())]
+    engine.load().prefix_cache.clear()
+    fast_engine.load().prefix_cache.clear()
+    want = chat(engine, assets, turns)
+    got = chat(fast_engine, assets, turns)
+    assert [a for a, _ in got] == [a for a, _ in want]
+    assert all(s.fast_decode for _, s in got)
+    assert [s.cached_tokens > 0 for _, s in got] == [False, True, True, True]
+
+
+def test_sampling_with_a_seed_matches(engine, fast_engine, assets):
+    gen = GenerationSettings(max_new_tokens=16, do_sample=True, temperature=1.0, seed=3)
+    want = chat(engine, assets, [("Surprise me.", ())], gen)[0][0]
+    assert chat(fast_engine, assets, [("Surprise me.", ())], gen)[0][0] == want
+
+
+def test_model_facts_say_it_is_on(fast_engine):
+    from phi_demo.ui.handlers import ChatHandlers
+
+    info = fast_engine.status().info
+    assert info["fast_decode"].startswith("on: static cache + torch.compile (eager), compiled in")
+    sidebar = ChatHandlers(fast_engine, fast_engine.settings).status_markdown()
+    assert "**Fast decode:** `on: static cache" in sidebar
+
+
+def test_cache_lengths_are_few_and_stop_at_the_rope_switch(fast_engine):
+    config = fast_engine.load().model.config
+    fast = FastDecode()
+    limit = length_limit(config)
+    assert limit == config.original_max_position_embeddings == 4096
+    assert [fast.cache_length(config, n) for n in (1, 1024, 1025, 3000, 4096, 4097)] == \
+        [1024, 1024, 2048, 4096, 4096, None]
+
+
+def test_an_answer_that_may_cross_the_switch_takes_the_ordinary_path(fast_engine, assets):
+    cancel = threading.Event()
+    gen = GenerationSettings(max_new_tokens=4090, min_new_tokens=4090)
+    request = build_request([Turn("user", "Go on and on.")], "")
+    stats = None
+    for piece in fast_engine.stream(request, gen, cancel):
+        if isinstance(piece, str):
+            cancel.set()  # a few tokens are enough to see which path ran
+        else:
+            stats = piece
+    assert stats.cancelled and not stats.fast_decode and stats.new_tokens < 100
+
+
+def test_switching_attention_recompiles(tiny_folder, assets):
+    e = Engine(AppSettings(model="tiny-random", attn="sdpa", fast_decode=True, compile_backend="eager"))
+    try:
+        first = e.load().fast
+        assert first is not None
+        e.load("eager")
+        assert e.load().fast is not None and e.load().fast is not first
+        [(_, stats)] = chat(e, assets, [("Hello?", ())])
+        assert stats.fast_decode
+    finally:
+        e.cache.release()
+
+
+def test_a_compile_failure_falls_back_with_the_reason(tiny_folder, assets):
+    e = Engine(AppSettings(model="tiny-random", fast_decode=True, compile_backend="no-such-backend"))
+    try:
+        loaded = e.load()
+        assert loaded.fast is None
+        info = e.status().info["fast_decode"]
+        assert info.startswith("off: compiling failed") and "no-such-backend" in info
+        [(answer, stats)] = chat(e, assets, [("Still there?", ())])
+        assert not stats.fast_decode and stats.new_tokens == 20
+        assert e.status().state == "ready"
+    finally:
+        e.cache.release()
+
+
+def test_not_with_quantization(tiny_folder):
+    pytest.importorskip("bitsandbytes")
+    e = Engine(AppSettings(model="tiny-random", quantize="8bit", fast_decode=True))
+    try:
+        e.load()
+        assert e.status().info["fast_decode"].startswith("off: not with --quantize")
+    finally:
+        e.cache.release()
+
+
+def test_inductor_compiles_and_matches(engine, tiny_folder, assets):
+    """The default backend, as a user gets it: C++ code generated and built on this CPU."""
+    e = Engine(AppSettings(model="tiny-random", fast_decode=True))
+    try:
+        loaded = e.load()
+        assert loaded.fast is not None, e.status().info
+        assert loaded.fast.warmup_s > 0
+        engine.load().prefix_cache.clear()
+        turns = [("Look.", (IMAGE,)), ("Again?", ())]
+        want = chat(engine, assets, turns)
+        got = chat(e, assets, turns)
+        assert [a for a, _ in got] == [a for a, _ in want]
+        assert all(s.fast_decode for _, s in got)
+    finally:
+        e.cache.release()
+        torch._dynamo.reset()
