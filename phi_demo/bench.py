@@ -87,9 +87,9 @@ class StepClock:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def raw_generate(loaded, request, n: int) -> tuple[float, float, float]:
+def raw_generate(loaded, request, n: int, **extra) -> tuple[float, float, float]:
     """(time to first token, decode tok/s, end-to-end tok/s) of plain model.generate: no
-    streamer, no thread."""
+    streamer, no thread. `extra` goes to generate (e.g. a static cache and compile config)."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -103,7 +103,7 @@ def raw_generate(loaded, request, n: int) -> tuple[float, float, float]:
     with torch.inference_mode():
         loaded.model.generate(**inputs, **generation_kwargs(GenerationSettings(max_new_tokens=n, min_new_tokens=n),
                                                            loaded.processor),
-                              stopping_criteria=StoppingCriteriaList([clock]))
+                              stopping_criteria=StoppingCriteriaList([clock]), **extra)
     sync(loaded.device)
     end = time.perf_counter()
     first, last = clock.times[0], clock.times[-1]
@@ -122,19 +122,66 @@ def engine_stream(engine, request, n: int) -> tuple[float, float, float]:
     return stats.ttft_s, stats.decode_tok_s, n / (end - t)
 
 
-def server_stream(client, engine, n: int) -> tuple[float, float, float]:
+class RemoteClient:
+    """gradio_client in a process of its own, as a real client is. In the benchmark's own
+    process its result iterator, which polls every millisecond, would compete with the
+    server's generation thread for the GIL (2 CPU cores), and slow the very thing measured."""
+
+    def __init__(self, url: str):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "phi_demo.bench", "--client-for", url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self._ask({"n": 0})  # wait until it is connected
+
+    def _ask(self, msg: dict) -> dict:
+        import json
+
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark's client process ended")
+        return json.loads(line)
+
+    def chat(self, n: int) -> tuple[float, float]:
+        """(seconds to the first text, seconds to the end) of one /chat request of n tokens."""
+        r = self._ask({"n": n})
+        return r["first"], r["end"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def client_loop(url: str) -> int:
+    """The client process: one /chat request per line of stdin, timings on stdout."""
+    import json
+
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    for line in sys.stdin:
+        n = json.loads(line)["n"]
+        first = end = 0.0
+        if n:
+            t = time.perf_counter()
+            job = client.submit({"text": BENCH_QUESTION, "files": []}, [], api_name="/chat", max_new_tokens=n,
+                                system_prompt=BENCH_SYSTEM)
+            for _ in job:
+                if not first:
+                    first = time.perf_counter() - t
+            end = time.perf_counter() - t
+        print(json.dumps({"first": first or end, "end": end}), flush=True)
+    return 0
+
+
+def server_stream(client: RemoteClient, engine, n: int) -> tuple[float, float, float]:
     """Through HTTP, the queue and the page's coalesced updates. Decode speed cannot be seen
     from the client (updates are batched), so only the first text and the end are timed."""
     engine.load().prefix_cache.clear()
-    t = time.perf_counter()
-    job = client.submit({"text": BENCH_QUESTION, "files": []}, [], api_name="/chat", max_new_tokens=n,
-                        system_prompt=BENCH_SYSTEM)
-    first = None
-    for _ in job:
-        if first is None:
-            first = time.perf_counter()
-    end = time.perf_counter()
-    return (first or end) - t, float("nan"), n / (end - t)
+    first, end = client.chat(n)
+    return first, float("nan"), n / end
 
 
 BENCH_SYSTEM = "You are a helpful assistant."
@@ -264,6 +311,70 @@ def live_rows(engine, minutes: float) -> tuple[list[tuple[str, float, float, int
     return rows, t_all / length, statistics.mean(lags)
 
 
+# Peak memory bandwidth (bytes/s) of GPUs a demo like this runs on, from their data sheets.
+BANDWIDTH = [("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12), ("H200", 4.8e12), ("GH200", 4.0e12),
+             ("A100-SXM4-80GB", 2.04e12), ("A100 80GB PCIe", 1.94e12), ("A100", 1.56e12), ("L40S", 0.864e12),
+             ("A10G", 0.6e12), ("A10", 0.6e12), ("L4", 0.3e12), ("T4", 0.32e12)]
+
+
+def gpu_bandwidth(name: str) -> float | None:
+    for key, value in BANDWIDTH:
+        if key.lower() in name.lower():
+            return value
+    return None
+
+
+def decode_bytes(model) -> int:
+    """Bytes one decode step must read: the text decoder and the LM head (which is the tied
+    embedding), without LoRA weights (a text prompt runs no adapter) nor the vision and
+    audio encoders, which a decode step does not touch."""
+    total = 0
+    for name, p in model.named_parameters():  # tied weights are listed once
+        if "lora_" in name:
+            continue
+        if name.startswith(("model.layers.", "model.norm", "model.embed_tokens.", "lm_head")):
+            total += p.numel() * p.element_size()
+    return total
+
+
+def fast_rows(engine, loaded, request, n: int, runs: int, device: str, bandwidth: float | None) -> list[str]:
+    """Fast decode beside raw generate with a dynamic cache and raw generate with
+    transformers' own static cache + compile; compile time; the fraction of the ceiling."""
+    engine.settings.fast_decode = True
+    engine.load()  # compiles (text, and each adapter)
+    fast = loaded.fast
+    if fast is None:
+        return [f"Fast decode could not be used here: {loaded.fast_error}.", ""]
+    static = {"cache_implementation": "static", "compile_config": fast.compile_config(device)}
+    t = time.perf_counter()
+    raw_generate(loaded, request, min(n, 8), **static)
+    raw_static_compile_s = time.perf_counter() - t
+    engine_stream(engine, request, min(n, 8))
+    paths = {"raw model.generate (dynamic cache)": lambda: raw_generate(loaded, request, n),
+             "raw model.generate, static cache + torch.compile": lambda: raw_generate(loaded, request, n, **static),
+             "engine stream, fast decode": lambda: engine_stream(engine, request, n)}
+    results = interleaved_medians(paths, runs)
+    base = results["raw model.generate (dynamic cache)"]
+    lines = [f"Fast decode ({fast.compile_config(device).mode} mode, {fast.backend}): compiling at load took "
+             f"{fast.warmup_s:.1f} s (text and each adapter at the {min(fast.caches)}-token cache length; "
+             f"transformers' own static-cache path took {raw_static_compile_s:.1f} s for its first call).", "",
+             "| path | time to first token (s) | decode tok/s | ratio | end-to-end tok/s | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, (ttft, tps, e2e) in results.items():
+        lines.append(f"| {name} | {ttft:.3f} | {tps:.1f} | {tps / base[1]:.3f} | {e2e:.1f} | {e2e / base[2]:.3f} |")
+    lines.append("")
+    if bandwidth:
+        weights = decode_bytes(loaded.model)
+        ceiling = bandwidth / weights
+        ours = results["engine stream, fast decode"][1]
+        lines += [f"Ceiling for batch-1 decode: {bandwidth / 1e12:.2f} TB/s ÷ {weights / 1e9:.2f} GB read per token "
+                  f"= {ceiling:.0f} tok/s. Fast decode: {ours:.1f} tok/s = {ours / ceiling:.0%} of it; "
+                  f"the ordinary path: {base[1] / ceiling:.0%}.", ""]
+    loaded.drop_compiled()
+    engine.settings.fast_decode = False
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, few runs: under a minute")
@@ -275,12 +386,20 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
-    p.add_argument("--sections", default="prefill,reuse,live",
-                   help="measurements besides the three paths: prefill, reuse, live (comma-separated; '' for none)")
+    p.add_argument("--sections", default=None,
+                   help="measurements besides the three paths: prefill, reuse, live, fast (comma-separated; "
+                        "'' for none; default all, --quick: all but fast)")
+    p.add_argument("--bandwidth-gbs", type=float, default=None,
+                   help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
     p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
     p.add_argument("--out", default=None, help="append the report (markdown) to this file")
+    p.add_argument("--client-for", default=None, help=argparse.SUPPRESS)  # the client process (RemoteClient)
     args = p.parse_args(argv)
+    if args.client_for:
+        return client_loop(args.client_for)
     runs = args.runs or (3 if args.quick else 5)
+    if args.sections is None:
+        args.sections = "prefill,reuse,live" if args.quick else "prefill,reuse,live,fast"
     sections = set(args.sections.split(","))
     n = args.new_tokens or (64 if args.quick else 256)
 
@@ -323,19 +442,18 @@ def main(argv=None) -> int:
         paths = {"raw model.generate": lambda: raw_generate(loaded, request, n),
                  "engine stream (thread + streamer)": lambda: engine_stream(engine, request, n)}
         if not args.no_server:
-            from gradio_client import Client
-
             from .server import create, launch_kwargs
             forced = ForcedLength(engine)
             _, demo = create(settings, engine=forced, load=False)
             kw = launch_kwargs(settings)
             kw["server_port"] = None
             demo.launch(prevent_thread_lock=True, quiet=True, **kw)
-            client = Client(demo.local_url, verbose=False)
+            client = RemoteClient(demo.local_url)
             server_stream(client, engine, min(n, 8))
             paths["Gradio server via gradio_client"] = lambda: server_stream(client, engine, n)
         results = interleaved_medians(paths, runs)
         if not args.no_server:
+            client.close()
             demo.close()
         rows = [(name, *r) for name, r in results.items()]
         raw, ours = results["raw model.generate"], results["engine stream (thread + streamer)"]
@@ -369,6 +487,10 @@ def main(argv=None) -> int:
             report += [f"| {name} | {dt:.3f} | {w:.1f} | {k} |" for name, dt, w, k in live]
             report += ["", f"Real-time factor {rtf:.3f} (compute / audio); committed text lagged the audio by "
                        f"{lag:.1f} s on average.", ""]
+        if "fast" in sections:
+            bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else (
+                gpu_bandwidth(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None)
+            report += fast_rows(engine, loaded, request, n, runs, device, bandwidth)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         mem = f"Peak memory: CPU RSS {peak_rss:.0f} MB"
         if device.startswith("cuda"):

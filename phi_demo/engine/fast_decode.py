@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .prefix_cache import rope_switch
+
 MIN_LENGTH = 1024
 MEDIA_KEYS = ("image_pixel_values", "image_sizes", "image_attention_mask",
               "audio_input_features", "audio_embed_sizes", "audio_attention_mask")
@@ -31,11 +33,8 @@ MEDIA_KEYS = ("image_pixel_values", "image_sizes", "image_attention_mask",
 
 def length_limit(config) -> int:
     """Longest sequence the fast path handles: generate() rebuilds the cache past the RoPE
-    switch point (see Phi4MultimodalForCausalLM.prepare_inputs_for_generation)."""
-    original = getattr(config, "original_max_position_embeddings", None)
-    if getattr(config, "rope_parameters", None) and original:
-        return int(original)
-    return int(config.max_position_embeddings)
+    switch point."""
+    return rope_switch(config) or int(config.max_position_embeddings)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
 from ..stats import GenerationStats
-from .prefix_cache import PrefixCache, media_keys, slice_media
+from .prefix_cache import PrefixCache, media_keys, rope_switch, slice_media
 
 
 class CancelCriteria(StoppingCriteria):
@@ -151,7 +151,13 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
     if prefix_cache is not None:
         processor = loaded.processor
         items = media_keys(request.prompt, request.images, request.audios)
-        accept = ((lambda c: fast.owns(c, length)) if fast else (lambda c: isinstance(c, DynamicCache)))
+        switch = rope_switch(model.config)
+
+        def accept(c, n: int) -> bool:
+            if switch and prompt_tokens > switch and n <= switch:
+                return False  # generate() would drop it and recompute everything
+            return fast.owns(c, length) if fast else isinstance(c, DynamicCache)
+
         reuse = prefix_cache.take(inputs["input_ids"][0], request.prompt, adapter,
                                   processor.image_token_id, processor.audio_token_id, items, accept)
     if reuse:
@@ -168,7 +174,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
         extra["compile_config"] = fast.compile_config(loaded.device)
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
     errors: list[BaseException] = []
-    produced: list[torch.Tensor] = []
+    produced: list = []  # generate()'s output (sequences and the cache it ended with)
 
     def run():
         try:
@@ -178,7 +184,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                 if fast:
                     fast.prefill(model, inputs, media, cache, reuse.length if reuse else 0)
                 produced.append(model.generate(
-                    **model_inputs, cache=cache, streamer=streamer,
+                    **model_inputs, cache=cache, streamer=streamer, return_dict_in_generate=True,
                     stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
                     **generation_kwargs(gen, loaded.processor), **extra))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
@@ -203,8 +209,11 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
         if errors:
             raise errors[0]
         end = time.perf_counter()
-        if prefix_cache is not None and produced and cache.get_seq_length() > 0:
-            prefix_cache.put(produced[0][0], cache, adapter, items)
+        if prefix_cache is not None and produced:
+            # The cache generate() ended with: not ours when it started afresh at the RoPE switch.
+            used = produced[0].cache if produced[0].cache is not None else cache
+            if used.get_seq_length() > 0:
+                prefix_cache.put(produced[0].sequences[0], used, adapter, items)
         first = streamer.first_token_at or end
         n = streamer.new_tokens
         decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0

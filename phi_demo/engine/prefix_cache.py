@@ -34,6 +34,15 @@ class Reuse:
     audios_done: int
 
 
+def rope_switch(config) -> int | None:
+    """Length past which Phi-4 switches to its long RoPE factors, or None. generate() then
+    drops a cache that stops at or before this point and recomputes everything (see
+    Phi4MultimodalForCausalLM.prepare_inputs_for_generation), so such a cache is no use to a
+    longer prompt."""
+    original = getattr(config, "original_max_position_embeddings", None)
+    return int(original) if original and getattr(config, "rope_parameters", None) else None
+
+
 def media_runs(ids: torch.Tensor, prompt: str, image_id: int, audio_id: int) -> list[tuple[int, int, str, int]]:
     """(start, end, kind, count) for each run of media tokens, in order. Adjacent slots of
     one kind become one run of tokens; the prompt text says how many items each run holds."""
@@ -72,12 +81,13 @@ class PrefixCache:
         self.entries = [e for e in self.entries if e.cache is not cache]
 
     def take(self, ids: torch.Tensor, prompt: str, adapter: str | None, image_id: int, audio_id: int,
-             items: list[str] | None = None, accept: Callable[[object], bool] | None = None) -> Reuse | None:
+             items: list[str] | None = None, accept: Callable[[object, int], bool] | None = None) -> Reuse | None:
         """The best reusable cache for `ids` (removed from the store), cropped; or None.
 
         `items` names each image and clip in prompt order (see media_keys): equal token ids
         do not mean equal media, since every image of a size has the same placeholder ids.
-        `accept` says which caches the caller can use (fast decode needs its own static one)."""
+        `accept(cache, n)` says whether the caller can use `cache` for its first n tokens
+        (fast decode needs its own static cache; see also rope_switch)."""
         ids = ids.detach().to("cpu")
         runs = media_runs(ids, prompt, image_id, audio_id)
         if not runs and ((ids == image_id) | (ids == audio_id)).any():
@@ -85,7 +95,7 @@ class PrefixCache:
         items = items or []
         best_entry, best = None, (0, 0, 0)
         for entry in self.entries:
-            if entry.adapter != adapter or (accept is not None and not accept(entry.cache)):
+            if entry.adapter != adapter:
                 continue
             m = min(len(entry.ids), len(ids))
             same = (entry.ids[:m] == ids[:m]).tolist()
@@ -102,7 +112,7 @@ class PrefixCache:
                     images_done += count
                 else:
                     audios_done += count
-            if n > best[0]:
+            if n > best[0] and (accept is None or accept(entry.cache, n)):
                 best_entry, best = entry, (n, images_done, audios_done)
         n, images_done, audios_done = best
         if n < self.min_reuse:

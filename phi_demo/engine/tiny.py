@@ -37,7 +37,16 @@ _CORPUS = (
     "Phi-4 multimodal answers questions about text, images and speech. "
     "Bonjour, wie geht es dir? ¿Qué tal? こんにちは 你好 0123456789 "
 )
-TINY_VERSION = 1
+TINY_VERSION = 2
+
+
+def longrope(head_dim: int, partial: float = 0.75) -> dict:
+    """RoPE as the real checkpoint has it: LongRoPE on 3/4 of each head, switching from the
+    short to the long factors past 4,096 tokens (the factors here are made up: only the
+    mechanism matters, e.g. that generate() rebuilds the cache at the switch)."""
+    n = int(head_dim * partial) // 2
+    return {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": partial,
+            "short_factor": [1.0 + i / n for i in range(n)], "long_factor": [1.0 + 4.0 * i for i in range(n)]}
 
 
 def _train_tokenizer():
@@ -95,6 +104,7 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=8192,
         original_max_position_embeddings=4096,
+        rope_parameters=longrope(64 // 4),
         bos_token_id=ids["<|endoftext|>"],
         pad_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|endoftext|>"], ids["<|end|>"]],
@@ -159,7 +169,9 @@ def build_full_random(device: str, dtype: str, attn: str = "sdpa", seed: int = 0
     start = time.perf_counter()
     processor = load_processor(tiny_folder())
     tok = processor.tokenizer
+    defaults = Phi4MultimodalConfig()
     config = Phi4MultimodalConfig(
+        rope_parameters=longrope(defaults.hidden_size // defaults.num_attention_heads),
         bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=[tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|end|>")],

@@ -122,3 +122,21 @@ def test_another_image_of_the_same_size_is_not_taken_from_the_cache(engine, tmp_
                                          images=[Image.open(other).convert("RGB")], return_tensors="pt")["input_ids"][0]
     first_image_token = int((prompt_ids == engine.load().processor.image_token_id).nonzero()[0])
     assert stats.cached_tokens <= first_image_token
+
+
+def test_a_chat_past_the_rope_switch(engine):
+    """Phi-4 switches RoPE factors past 4,096 tokens and generate() then recomputes the whole
+    cache. Reuse must not claim a cache that gets dropped, must keep the one generate()
+    ended with, and the answers must stay the same."""
+    long = " ".join(f"word{i}" for i in range(450))  # about 3,500 tokens with the tiny tokenizer
+    turns = [(long, ()), ("more " * 200, ()), ("and a last question", ())]
+    plain, _ = chat(engine, turns, reuse=False)
+    try:
+        reused, stats = chat(engine, turns, reuse=True)
+    finally:
+        engine.kv_reuse = True
+    assert reused == plain
+    switch = engine.load().model.config.original_max_position_embeddings
+    assert stats[0].prompt_tokens < switch < stats[1].prompt_tokens, [s.prompt_tokens for s in stats]
+    assert stats[1].cached_tokens == 0  # turn 1's cache stops before the switch: of no use
+    assert stats[2].cached_tokens >= stats[1].prompt_tokens > switch  # turn 2's (long-factor) cache is
