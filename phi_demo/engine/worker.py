@@ -46,12 +46,21 @@ class GenerationWorker:
             self._jobs.put((fn, done))
         return done
 
-    def stop(self) -> None:
-        """Let the thread end once its queued work is done."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """End the thread once its queued work is done, and wait for that.
+
+        Waiting matters: a thread that has run torch work and ends while the model is being
+        freed and the process exits aborted the process ("terminate called without an
+        active exception", exit code 134)."""
         with self._lock:
-            if self._jobs is not None:
-                self._jobs.put(None)
+            thread, jobs = self._thread, self._jobs
             self._thread = self._jobs = None
+        if jobs is not None:
+            jobs.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the generation thread did not end within %.0f s", timeout)
 
     @staticmethod
     def _loop(jobs: queue.SimpleQueue) -> None:

@@ -255,3 +255,25 @@ def test_a_generated_media_token_cannot_crash_generation(tiny_folder, assets):
     request = build_request([Turn("user", "Transcribe", (str(assets / "example_question.wav"),))])
     pieces = list(stream_generate(loaded, request, GenerationSettings(max_new_tokens=5), threading.Event()))
     assert pieces[-1].new_tokens == 5
+
+
+def test_process_exits_cleanly_after_a_model_is_released(tiny_folder):
+    """A worker thread ending while the model is freed and the process exits used to abort
+    it (exit code 134, 'terminate called without an active exception')."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = (
+        "import threading\n"
+        "from phi_demo.engine import Engine\n"
+        "from phi_demo.settings import AppSettings, GenerationSettings\n"
+        "from phi_demo.conversation import Turn, build_request\n"
+        "e = Engine(AppSettings(model='tiny-random'))\n"
+        "list(e.stream(build_request([Turn('user', 'hi')], ''), GenerationSettings(max_new_tokens=4), threading.Event()))\n"
+        "e.cache.release()\n"
+        "print('released')\n")
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "released" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
