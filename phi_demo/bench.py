@@ -44,11 +44,15 @@ def machine() -> str:
 
 
 def versions() -> str:
-    import gradio
     import torch
     import transformers
 
-    return f"torch {torch.__version__}, transformers {transformers.__version__}, gradio {gradio.__version__}"
+    try:  # not needed with --no-server (a GPU box may lack it)
+        import gradio
+    except ImportError:
+        gradio = None
+    text = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    return text + (f", gradio {gradio.__version__}" if gradio else "")
 
 
 class ForcedLength:
@@ -325,14 +329,14 @@ def gpu_bandwidth(name: str) -> float | None:
 
 
 def decode_bytes(model) -> int:
-    """Bytes one decode step must read: the text decoder and the LM head (which is the tied
-    embedding), without LoRA weights (a text prompt runs no adapter) nor the vision and
+    """Bytes one decode step must read: the text decoder and the LM head (the embedding
+    only when tied to it: otherwise a step reads one row of it), without LoRA weights (a text prompt runs no adapter) nor the vision and
     audio encoders, which a decode step does not touch."""
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    reads = ("model.layers.", "model.norm", "lm_head") + (("model.embed_tokens.",) if tied else ())
     total = 0
     for name, p in model.named_parameters():  # tied weights are listed once
-        if "lora_" in name:
-            continue
-        if name.startswith(("model.layers.", "model.norm", "model.embed_tokens.", "lm_head")):
+        if "lora_" not in name and name.startswith(reads):
             total += p.numel() * p.element_size()
     return total
 
@@ -389,6 +393,7 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default=None,
                    help="measurements besides the three paths: prefill, reuse, live, fast (comma-separated; "
                         "'' for none; default all, --quick: all but fast)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the fast section")
     p.add_argument("--bandwidth-gbs", type=float, default=None,
                    help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
     p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
@@ -420,7 +425,8 @@ def main(argv=None) -> int:
               f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}.", ""]
     summary = None
     for attn in names:
-        settings = AppSettings(model=args.model, device=device, dtype=dtype, attn=attn, host="127.0.0.1")
+        settings = AppSettings(model=args.model, device=device, dtype=dtype, attn=attn, host="127.0.0.1",
+                               compile_backend=args.compile_backend)
         if args.model == FULL_RANDOM:
             built = build_full_random(device, dtype, attn)
             engine = Engine(settings, cache=ModelCache(lambda key, b=built: b))

@@ -1,0 +1,26 @@
+"""The benchmark itself runs end to end (a smoke run: its numbers are not checked here,
+only that every section reports and the summary line is there)."""
+
+import re
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def test_quick_bench_reports_every_section(tmp_path):
+    out = tmp_path / "report.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "phi_demo.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
+         "--sections", "prefill,reuse,live,fast", "--live-minutes", "0.5", "--compile-backend", "eager",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    for row in ("| raw model.generate |", "| engine stream (thread + streamer) |", "| Gradio server via gradio_client |",
+                "| image 448x448 |", "| audio 30 s |", "Turn 5 TTFT / turn 1 TTFT", "Real-time factor",
+                "| engine stream, fast decode |", "| raw model.generate, static cache + torch.compile |",
+                "Peak memory: CPU RSS"):
+        assert row in report, row
+    assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\); server/raw end-to-end: \d+\.\d\d",
+                     proc.stdout)
