@@ -19,7 +19,7 @@ def test_quick_bench_reports_every_section(tmp_path):
     report = out.read_text()
     for row in ("| raw model.generate |", "| engine stream (thread + streamer) |", "| Gradio server via gradio_client |",
                 "| image 448x448 |", "| audio 30 s |", "Turn 5 TTFT / turn 1 TTFT", "Real-time factor",
-                "| engine stream, fast decode |", "| raw model.generate, static cache + torch.compile |",
+                "| engine stream, fast decode |", "| raw model.generate, static cache (1024) + torch.compile |",
                 "Peak memory: CPU RSS"):
         assert row in report, row
     assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\); server/raw end-to-end: \d+\.\d\d",
