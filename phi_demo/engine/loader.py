@@ -14,6 +14,7 @@ import torch
 
 from ..errors import ModelUnavailable
 from . import zerogpu
+from .image_cache import CachedImageProcessor
 from .prefix_cache import PrefixCache
 from .sources import HOW_TO_FIX
 from .worker import GenerationWorker
@@ -118,6 +119,8 @@ def load_processor(folder: Path):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(folder)
+    if CachedImageProcessor.applies_to(getattr(processor, "image_processor", None)):
+        processor.image_processor = CachedImageProcessor(processor.image_processor)
     # Reloading from a folder drops the processor's chat template; the tokenizer keeps it.
     if getattr(processor, "chat_template", None) is None and getattr(processor.tokenizer, "chat_template", None):
         processor.chat_template = processor.tokenizer.chat_template

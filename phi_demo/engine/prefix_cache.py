@@ -129,24 +129,26 @@ class PrefixCache:
         del self.entries[: max(0, len(self.entries) - self.slots)]
 
 
-def media_keys(prompt: str, images: list, audios: list) -> list[str]:
-    """A content hash for each image and clip, in the order their slots appear in the prompt."""
+def content_key(x) -> str:
+    """A hash of an image's pixels (or an audio clip's samples)."""
     import hashlib
 
-    def key(x) -> str:
-        if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
-            # The same decoded image comes back each turn (conversation caches it), and hashing
-            # a large one takes tens of ms: remember its key on it.
-            if "phi_demo_key" not in x.info:
-                x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()
-            return x.info["phi_demo_key"]
-        return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
+    if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
+        # The same decoded image comes back each turn (conversation caches it), and hashing
+        # a large one takes tens of ms: remember its key on it.
+        if "phi_demo_key" not in x.info:
+            x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()
+        return x.info["phi_demo_key"]
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
 
+
+def media_keys(prompt: str, images: list, audios: list) -> list[str]:
+    """A content hash for each image and clip, in the order their slots appear in the prompt."""
     img, aud = iter(images), iter(audios)
     out = []
     for m in _SLOT_GROUPS.finditer(prompt):
         source = img if m.group(0).startswith("<|image") else aud
-        out += [key(next(source)) for _ in range(m.group(0).count("<|"))]
+        out += [content_key(next(source)) for _ in range(m.group(0).count("<|"))]
     return out
 
 

@@ -1,0 +1,73 @@
+"""Phi-4's image processor, remembering each image's result across chat turns."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+
+from .prefix_cache import content_key
+
+
+class CachedImageProcessor:
+    """Wraps Phi4MultimodalImageProcessor; every other attribute is the wrapped one's.
+
+    Each turn of a chat sends all of its earlier images again, and the processor crops,
+    resizes and normalises each one anew: 4 ms for a 448 px image, 19 ms at 1344 px and
+    135 ms at 2000 px on 2 CPU cores, paid before the first token even when KV reuse then
+    skips the image's features. Results are kept per image (by content) up to
+    `budget_bytes`, least recently used first out, and a batch is put together with the
+    processor's own padding, so it equals what the processor gives for the whole batch."""
+
+    def __init__(self, inner, budget_bytes: int = 256 << 20):
+        self._inner = inner
+        self.budget_bytes = budget_bytes
+        self._memo: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.misses = 0
+
+    @staticmethod
+    def applies_to(image_processor) -> bool:
+        return all(hasattr(image_processor, a) for a in ("pad_to_max_num_crops", "pad_mask_to_max_num_crops"))
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, images, **kwargs):
+        from transformers.feature_extraction_utils import BatchFeature
+        from transformers.image_utils import make_flat_list_of_images
+
+        flat = make_flat_list_of_images(images)
+        settings = repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "return_tensors"))
+        parts = [self._one(image, settings, kwargs) for image in flat]
+        crops = max(p["image_pixel_values"].shape[1] for p in parts)
+        data = {
+            "image_pixel_values": torch.stack([self._inner.pad_to_max_num_crops(p["image_pixel_values"][0], crops)
+                                               for p in parts]),
+            "image_sizes": torch.cat([p["image_sizes"] for p in parts]),
+            "image_attention_mask": torch.stack([self._inner.pad_mask_to_max_num_crops(p["image_attention_mask"][0], crops)
+                                                 for p in parts]),
+            "num_img_tokens": [int(n) for p in parts for n in p["num_img_tokens"]],
+        }
+        return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
+
+    def _one(self, image, settings: str, kwargs: dict):
+        key = (content_key(image), settings)
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None:
+                self._memo.move_to_end(key)
+                return hit
+        out = self._inner([image], **{**kwargs, "return_tensors": "pt"})
+        size = out["image_pixel_values"].nbytes + out["image_attention_mask"].nbytes
+        with self._lock:
+            self.misses += 1
+            if key not in self._memo and size <= self.budget_bytes:
+                self._memo[key] = out
+                self._bytes += size
+                while self._bytes > self.budget_bytes:
+                    _, old = self._memo.popitem(last=False)
+                    self._bytes -= old["image_pixel_values"].nbytes + old["image_attention_mask"].nbytes
+        return out
