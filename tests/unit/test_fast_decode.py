@@ -150,3 +150,25 @@ def test_inductor_compiles_and_matches(engine, tiny_folder, assets):
     finally:
         e.cache.release()
         torch._dynamo.reset()
+
+
+def test_retry_and_undo_reuse_the_static_cache_and_match(engine, fast_engine, assets):
+    """Retry sends the same prompt again, undo a shorter one: both crop the static cache."""
+    def ask(e, history):
+        pieces = list(e.stream(build_request(history, "Be brief."), GEN, threading.Event()))
+        return "".join(pieces[:-1]), pieces[-1]
+
+    image = str(assets / IMAGE)
+    first = [Turn("user", "Look at this.", (image,))]
+    results = {}
+    for name, e in (("slow", engine), ("fast", fast_engine)):
+        e.load().prefix_cache.clear()
+        a1, _ = ask(e, first)
+        second = first + [Turn("assistant", a1), Turn("user", "Tell me more.")]
+        a2, _ = ask(e, second)
+        retried, retry_stats = ask(e, second)  # Retry
+        undone, undo_stats = ask(e, first)  # Undo back to the first question
+        results[name] = (a1, a2, retried, undone, retry_stats, undo_stats)
+    slow, fast = results["slow"], results["fast"]
+    assert fast[:4] == slow[:4] and fast[1] == fast[2] and fast[3] == fast[0]
+    assert fast[4].fast_decode and fast[4].cached_tokens > 0 and fast[5].cached_tokens > 0
