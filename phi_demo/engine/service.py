@@ -75,7 +75,9 @@ class Engine:
             devices = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()}
             info["placement"] = ", ".join(sorted(devices)) or str(loaded.model.device)
         if self.settings.fast_decode:
-            if loaded.fast is not None:
+            if loaded.fast is not None and loaded.fast.warmup_s is None:
+                info["fast_decode"] = "compiling…"
+            elif loaded.fast is not None:
                 info["fast_decode"] = (f"on: static cache + torch.compile ({self.settings.compile_backend}), "
                                        f"compiled in {loaded.fast.warmup_s:.1f} s")
             else:
@@ -118,8 +120,8 @@ class Engine:
             self._set_state("error", f"The model could not be loaded: {e}. {sources.HOW_TO_FIX}")
             raise ModelUnavailable(self._state.message) from e
         self.attn = key.attn
-        if self.settings.fast_decode and loaded.fast is None and loaded.fast_error is None:
-            self._compile(loaded)
+        if self.settings.fast_decode and loaded.fast_error is None and (loaded.fast is None or loaded.fast.warmup_s is None):
+            self._compile(loaded)  # or wait for the compile another caller started
         self._set_state("ready", "")
         return loaded
 

@@ -6,6 +6,7 @@ graph (fullgraph=True fails on any graph break, e.g. media inputs reaching the d
 step), without waiting for inductor's C++ build. One test uses the default, inductor."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -172,3 +173,43 @@ def test_retry_and_undo_reuse_the_static_cache_and_match(engine, fast_engine, as
     slow, fast = results["slow"], results["fast"]
     assert fast[:4] == slow[:4] and fast[1] == fast[2] and fast[3] == fast[0]
     assert fast[4].fast_decode and fast[4].cached_tokens > 0 and fast[5].cached_tokens > 0
+
+
+def test_requests_during_the_compile_wait_for_it(tiny_folder):
+    """A second caller (another tab, the status poll) during the compile neither races it
+    nor reports the model ready before it is."""
+    e = Engine(AppSettings(model="tiny-random", fast_decode=True, compile_backend="eager"))
+    problems, done = [], threading.Event()
+
+    def load():
+        try:
+            e.load()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(exc)
+
+    def poll():
+        while not done.is_set():
+            try:
+                st = e.status()
+                if st.state == "ready" and not st.info["fast_decode"].startswith("on:"):
+                    problems.append(f"ready while {st.info['fast_decode']}")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(exc)
+            time.sleep(0.01)  # as the page's timer polls, not a busy loop
+
+    try:
+        poller = threading.Thread(target=poll)
+        poller.start()
+        loaders = [threading.Thread(target=load) for _ in range(3)]
+        for t in loaders:
+            t.start()
+        for t in loaders:
+            t.join(120)
+        assert not any(t.is_alive() for t in loaders), "a caller hung"
+        done.set()
+        poller.join(10)
+        assert not problems, problems[:3]
+        assert e.status().info["fast_decode"].startswith("on:")
+    finally:
+        done.set()
+        e.cache.release()
