@@ -145,9 +145,14 @@ def test_stop_ends_streaming_and_generation(page, server):
     finally:
         server.engine.force_length = False
     assert server.engine.requests[-1][1].max_new_tokens == 8000
-    # The chat keeps working after a stop.
+    # The chat keeps working after a stop. A short answer: with 8,000 tokens allowed the
+    # random model may not stop by itself for 20 s or more (where Stop cut the first
+    # answer changes the history, and so how long the next one runs).
+    page.fill("#max-new-tokens input[type=number]", "32")
+    page.press("#max-new-tokens input[type=number]", "Enter")
     send(page, "Short one")
     wait_for_stats(page)
+    assert server.engine.requests[-1][1].max_new_tokens == 32
 
 
 def test_sidebar_settings_take_effect_and_reset(page, server):
