@@ -143,7 +143,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
             f"the model's context window is {limit} tokens. Clear the chat, shorten the message or lower max new tokens."
         )
     model = loaded.model
-    fast = getattr(loaded, "fast", None)
+    fast = loaded.fast
     length = fast.cache_length(model.config, prompt_tokens + gen.max_new_tokens) if fast else None
     if length is None:
         fast = None  # too long for the static cache: the ordinary path

@@ -142,11 +142,11 @@ class Engine:
             fast = FastDecode(backend=self.settings.compile_backend)
             loaded.fast = fast
             start = time.perf_counter()
+            request = build_request([Turn("user", "Hello")], self.settings.system_prompt)
+            gen = GenerationSettings(max_new_tokens=4, min_new_tokens=4)
             try:
                 for modality in ["text"] + [m for m in ("vision", "speech") if self.adapter_for(loaded, m)]:
-                    request = build_request([Turn("user", "Hello")], self.settings.system_prompt)
                     adapter = self.activate_adapter(loaded, modality)
-                    gen = GenerationSettings(max_new_tokens=4, min_new_tokens=4)
                     for _ in stream_generate(loaded, request, gen, threading.Event(), adapter=adapter):
                         pass
             except Exception as e:  # noqa: BLE001 - fall back, never fail the load for it

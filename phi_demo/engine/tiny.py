@@ -38,6 +38,9 @@ _CORPUS = (
     "Bonjour, wie geht es dir? ¿Qué tal? こんにちは 你好 0123456789 "
 )
 TINY_VERSION = 2
+# The real adapters' modules. They only touch the decoder: the audio encoder has
+# o_proj/down_proj too.
+LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
 
 
 def longrope(head_dim: int, partial: float = 0.75) -> dict:
@@ -139,12 +142,10 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     )
     processor.save_pretrained(folder)
 
-    # Adapters only touch the decoder: the audio encoder has o_proj/down_proj too.
-    targets = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
     for name, rank in (("vision-lora", 4), ("speech-lora", 8)):
         base = Phi4MultimodalForCausalLM(config)
         base.load_state_dict(model.state_dict())
-        peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False))
+        peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, init_lora_weights=False))
         peft_model.save_pretrained(folder / name)
     (folder / "tiny_random.json").write_text(json.dumps({"version": TINY_VERSION, "seed": seed}))
     return folder
@@ -185,9 +186,8 @@ def build_full_random(device: str, dtype: str, attn: str = "sdpa", seed: int = 0
     with torch.no_grad():
         model.lm_head.weight[len(tok):].zero_()
     fix_vision_attention(model)
-    targets = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
     for name, rank in (("vision", 256), ("speech", 320)):
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets), model, adapter_name=name)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS), model, adapter_name=name)
     model.to(device=device, dtype=getattr(torch, dtype))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
