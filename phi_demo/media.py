@@ -26,21 +26,81 @@ MIN_AUDIO_SECONDS = 0.025
 # Digital silence (below -80 dBFS everywhere): the model would only invent an answer.
 SILENCE_PEAK = 1e-4
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".webm", ".m4a", ".aac", ".mp4"}
+# Phi-4's image processor tiles at most 36 crops of 448 px; past 36:1 its resize leaves the
+# short side under 10 px and it refuses the image ("the aspect ratio is very extreme").
+MAX_ASPECT = 36
+
+# What the app takes, for the sentence that refuses anything else.
+IMAGE_FORMATS = "PNG, JPEG, GIF, WebP, BMP, TIFF"
+AUDIO_FORMATS = "WAV, FLAC, MP3, Ogg/Opus, WebM, M4A/MP4, AAC"
+# The first bytes of each format, so that a file is typed by what it is: the official JS
+# client uploads a Blob as "blob", with no extension, and a name can lie either way.
+_SIGNATURES = [
+    (0, b"\x89PNG\r\n\x1a\n", "image"), (0, b"\xff\xd8\xff", "image"), (0, b"GIF87a", "image"),
+    (0, b"GIF89a", "image"), (0, b"BM", "image"), (0, b"II*\x00", "image"), (0, b"MM\x00*", "image"),
+    (0, b"RIFF", "riff"), (0, b"fLaC", "audio"), (0, b"OggS", "audio"), (0, b"ID3", "audio"),
+    (0, b"\x1a\x45\xdf\xa3", "audio"), (4, b"ftyp", "audio"), (0, b"FORM", "audio"),
+]
+_MIME_KINDS = {"image/": "image", "audio/": "audio"}
 
 
-def kind_of(path: str | os.PathLike) -> str:
-    """'image' or 'audio', from the file name; raises for anything else."""
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in AUDIO_EXTENSIONS:
-        return "audio"
-    raise UserInputError(
-        f"{Path(path).name}: unsupported file type {ext or '(none)'}. "
-        f"Send images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or audio ({', '.join(sorted(AUDIO_EXTENSIONS))})."
-    )
+def sniff(head: bytes) -> str | None:
+    """'image', 'audio' or None from a file's first bytes."""
+    for offset, magic, kind in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            if kind == "riff":  # RIFF holds WAVE audio or WebP images (and AVI, which we do not take)
+                return {b"WAVE": "audio", b"WEBP": "image"}.get(head[8:12])
+            return kind
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "audio"  # an MPEG audio frame (MP3 without a tag) or AAC in ADTS
+    return None
+
+
+def kind_of(path: str | os.PathLike, mime_type: str | None = None) -> str:
+    """'image' or 'audio', decided by the file's content (then by the upload's mime type),
+    never by its name; raises a UserInputError for anything else."""
+    name = Path(path).name or str(path)
+    try:
+        if not os.path.isfile(path):  # a folder, a device or a pipe (reading one could block)
+            raise OSError
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except (OSError, ValueError):  # ValueError: a path with a NUL byte in it
+        raise UserInputError(f"{name}: the file could not be read; please attach it again.") from None
+    if not head:
+        raise UserInputError(f"{name}: the file is empty (0 bytes).")
+    kind = sniff(head)
+    if kind is None and mime_type:
+        kind = next((k for prefix, k in _MIME_KINDS.items() if str(mime_type).startswith(prefix)), None)
+    if kind is None:
+        raise UserInputError(f"{name}: this is neither an image nor audio the app can read. "
+                             f"Send images ({IMAGE_FORMATS}) or audio ({AUDIO_FORMATS}).")
+    return kind
+
+
+def content_key(x) -> str:
+    """A hash of an image's pixels (or an audio clip's samples): what KV reuse and the
+    image-processor cache tell media apart by."""
+    import hashlib
+
+    if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
+        # Hashing a large image takes tens of ms: remember its key on it.
+        if "phi_demo_key" not in x.info:
+            x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()
+        return x.info["phi_demo_key"]
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def fit_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Pad a very wide or tall image (banner, receipt, scrolling screenshot) with white to
+    at most `max_aspect`:1, as the processor itself pads its crops: nothing is cut or squeezed."""
+    w, h = img.size
+    if max(w, h) <= max_aspect * min(w, h):
+        return img
+    size = (w, -(-w // max_aspect)) if w > h else (-(-h // max_aspect), h)
+    padded = Image.new("RGB", size, (255, 255, 255))
+    padded.paste(img, (0, 0))
+    return padded
 
 
 def _check_nonempty(path: Path) -> None:
@@ -100,7 +160,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserInputError(f"{path.name}: the image is damaged or truncated ({e}).") from None
     if max(rgb.size) > MAX_IMAGE_SIDE:
         rgb.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-    return rgb
+    return fit_aspect(rgb)
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -131,7 +191,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 300.0) -> np.ndarra
     _check_nonempty(path)
     try:
         info = sf.info(str(path))
-    except Exception:
+    except Exception:  # noqa: BLE001 - libsndfile refuses in several ways; each means "try ffmpeg"
         info = None
     if info is not None:
         if info.duration > max_seconds:
@@ -140,7 +200,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 300.0) -> np.ndarra
             )
         try:
             data, sr = sf.read(str(path), always_2d=True, dtype="float32")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a damaged file fails in libsndfile's many ways
             raise UserInputError(f"{path.name}: the audio is damaged or truncated ({e}).") from None
     else:
         data, sr = _decode_with_ffmpeg(path, max_seconds)

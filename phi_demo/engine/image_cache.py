@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import torch
 
-from .prefix_cache import content_key
+from ..lru import ByteLRU
+from ..media import content_key
+
+
+def _nbytes(out) -> int:
+    return out["image_pixel_values"].nbytes + out["image_attention_mask"].nbytes
 
 
 class CachedImageProcessor:
@@ -22,11 +24,11 @@ class CachedImageProcessor:
 
     def __init__(self, inner, budget_bytes: int = 256 << 20):
         self._inner = inner
-        self.budget_bytes = budget_bytes
-        self._memo: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.misses = 0
+        self._memo = ByteLRU(budget_bytes, _nbytes)
+
+    @property
+    def misses(self) -> int:
+        return self._memo.misses
 
     @staticmethod
     def applies_to(image_processor) -> bool:
@@ -54,20 +56,5 @@ class CachedImageProcessor:
         return BatchFeature(data=data, tensor_type=kwargs.get("return_tensors"))
 
     def _one(self, image, settings: str, kwargs: dict):
-        key = (content_key(image), settings)
-        with self._lock:
-            hit = self._memo.get(key)
-            if hit is not None:
-                self._memo.move_to_end(key)
-                return hit
-        out = self._inner([image], **{**kwargs, "return_tensors": "pt"})
-        size = out["image_pixel_values"].nbytes + out["image_attention_mask"].nbytes
-        with self._lock:
-            self.misses += 1
-            if key not in self._memo and size <= self.budget_bytes:
-                self._memo[key] = out
-                self._bytes += size
-                while self._bytes > self.budget_bytes:
-                    _, old = self._memo.popitem(last=False)
-                    self._bytes -= old["image_pixel_values"].nbytes + old["image_attention_mask"].nbytes
-        return out
+        return self._memo.get_or_make((content_key(image), settings),
+                                      lambda: self._inner([image], **{**kwargs, "return_tensors": "pt"}))

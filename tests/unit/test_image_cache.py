@@ -56,6 +56,6 @@ def test_memory_stays_within_budget(processors):
     memo = CachedImageProcessor(inner, budget_bytes=2 * size)
     for seed in range(5):
         memo([image(448, 448, 100 + seed)])
-    assert memo._bytes <= 2 * size and len(memo._memo) == 2
+    assert memo._memo.bytes <= 2 * size and len(memo._memo) == 2
     memo([image(448, 448, 104)])  # the most recent is still there
     assert memo.misses == 5

@@ -128,7 +128,34 @@ def test_bad_audio_gets_sentences(tmp_path):
         media.load_audio(long, max_seconds=3)
 
 
-def test_kind_of():
-    assert media.kind_of("x.JPG") == "image" and media.kind_of("y.webm") == "audio"
-    with pytest.raises(UserInputError, match="unsupported"):
-        media.kind_of("z.txt")
+def test_kind_of_reads_the_content_not_the_name(tmp_path):
+    made = {"png": (tmp_path / "blob", lambda p: Image.new("RGB", (4, 4)).save(p, "PNG")),
+            "jpeg": (tmp_path / "photo.wav", lambda p: Image.new("RGB", (4, 4)).save(p, "JPEG")),
+            "webp": (tmp_path / "w", lambda p: Image.new("RGB", (4, 4)).save(p, "WEBP")),
+            "wav": (tmp_path / "sound.png", lambda p: sf.write(p, np.full(800, 0.1, np.float32), 16000, format="WAV")),
+            "flac": (tmp_path / "f", lambda p: sf.write(p, np.full(800, 0.1, np.float32), 16000, format="FLAC"))}
+    for fmt, (path, make) in made.items():
+        make(path)
+        assert media.kind_of(path) == ("image" if fmt in ("png", "jpeg", "webp") else "audio"), fmt
+    text = tmp_path / "z.png"
+    text.write_text("hello")
+    with pytest.raises(UserInputError, match="z.png: this is neither an image nor audio"):
+        media.kind_of(text)
+    assert media.kind_of(text, mime_type="image/png") == "image"  # the upload's own type, when content says nothing
+    with pytest.raises(UserInputError, match="could not be read"):
+        media.kind_of(tmp_path)  # a folder (and so a device or a pipe) is never opened
+
+
+def test_sniff_signatures():
+    assert media.sniff(b"ID3\x04") == "audio" and media.sniff(b"\xff\xfb\x90\x00") == "audio"  # mp3
+    assert media.sniff(b"\x00\x00\x00\x20ftypM4A ") == "audio" and media.sniff(b"\x1a\x45\xdf\xa3") == "audio"
+    assert media.sniff(b"RIFF\x00\x00\x00\x00AVI ") is None and media.sniff(b"%PDF-1.7") is None
+
+
+@pytest.mark.parametrize("size", [(4096, 1), (1, 4096), (2, 2000), (3000, 5), (37, 1), (36, 1), (448, 448)])
+def test_extreme_shapes_are_padded_to_what_the_processor_takes(size):
+    out = media.fit_aspect(Image.new("RGB", size, (0, 0, 0)))
+    w, h = out.size
+    assert max(w, h) <= media.MAX_ASPECT * min(w, h)
+    assert out.getpixel((0, 0)) == (0, 0, 0) and (out.size == size or out.getpixel((w - 1, h - 1)) == (255, 255, 255))
+    assert (out.size == size) == (max(size) <= media.MAX_ASPECT * min(size))
