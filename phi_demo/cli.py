@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ModelUnavailable, UserInputError
+from .errors import ModelUnavailable, SettingError, UserInputError
 from .settings import AppSettings, GenerationSettings
 
 MODEL_FLAGS = ("model", "revision", "device", "dtype", "attn", "system_prompt", "max_new_tokens",
@@ -84,21 +84,22 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
 
     from transformers.utils import logging as hf_logging
 
+    from .contract import collect
     from .engine import Engine
 
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
     engine = Engine(settings)
+    if engine.config_error:
+        raise SettingError(engine.config_error)
     loaded = engine.load()
     load_s = time.perf_counter() - t0
-    answer, stats = "", None
-    for piece in engine.stream(request, gen, threading.Event()):
-        if isinstance(piece, str):
-            answer += piece
-            out.write(piece)
-            out.flush()
-        else:
-            stats = piece
+
+    def show(piece: str) -> None:
+        out.write(piece)
+        out.flush()
+
+    answer, stats = collect(engine.stream(request, gen, threading.Event()), on_text=show)
     out.write("\n")
     if stats and not args.quiet:
         err.write(f"[{stats.summary()} · model load {load_s:.2f} s]\n")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except UserInputError as e:
+    except (UserInputError, SettingError) as e:
         print(f"phi-demo: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ModelUnavailable as e:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, SettingError
 from .settings import AppSettings, GenerationSettings
 from .stats import EngineStatus, GenerationStats
 
@@ -63,7 +63,7 @@ class OpenAIEngine:
 
     def __init__(self, settings: AppSettings):
         if not settings.base_url:
-            raise SystemExit("--backend openai needs --base-url (PHI_DEMO_BASE_URL), e.g. http://127.0.0.1:8000/v1")
+            raise SettingError("--backend openai needs --base-url (PHI_DEMO_BASE_URL), e.g. http://127.0.0.1:8000/v1")
         import os
 
         self.settings = settings
@@ -80,7 +80,10 @@ class OpenAIEngine:
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
 
-    def load(self, attn=None):
+    def set_attention(self, name: str) -> str:
+        raise ValueError("The model server decides its attention implementation.")
+
+    def load(self):
         """Ask the server which models it serves; raises ModelUnavailable if it cannot be reached."""
         import httpx
 
@@ -140,7 +143,7 @@ class OpenAIEngine:
             body["seed"] = gen.seed
         return body
 
-    def stream(self, request, gen: GenerationSettings, cancel: threading.Event, attn=None) -> Iterator:
+    def stream(self, request, gen: GenerationSettings, cancel: threading.Event) -> Iterator:
         import httpx
 
         if self._models is None:
@@ -180,7 +183,3 @@ class OpenAIEngine:
         first = first or end
         yield GenerationStats(prompt_tokens, n, first - start, end - start,
                               (n - 1) / (end - first) if n > 1 and end > first else 0.0, cancel.is_set())
-
-    # The local engine's adapter hooks have no meaning here.
-    def activate_adapter(self, loaded, modality):
-        return None

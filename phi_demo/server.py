@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, SettingError
 from .settings import AppSettings
 
 
@@ -58,6 +59,13 @@ def launch_kwargs(settings: AppSettings) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = AppSettings.load(argv)
-    _engine, demo = create(settings)
+    try:
+        settings = AppSettings.load(argv)
+        engine, demo = create(settings)
+    except SettingError as e:
+        print(f"app.py: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if getattr(engine, "config_error", None):
+        # The page says so too, and nothing is loaded in its place.
+        logging.getLogger("phi_demo").error("%s", engine.config_error)
     demo.launch(**launch_kwargs(settings))

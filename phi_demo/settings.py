@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 
-from .errors import UserInputError
+from .errors import SettingError, UserInputError
 
 DEFAULT_MODEL = "microsoft/Phi-4-multimodal-instruct"
 # The hub's main branch still holds the old remote code (model_type phi4mm), which
@@ -36,6 +36,9 @@ class GenerationSettings:
     # Only the benchmark sets this: it forces exactly max_new_tokens tokens.
     min_new_tokens: int = 0
 
+    # What a user may set (the sidebar, /chat); min_new_tokens is the benchmark's own.
+    USER_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
     LIMITS = {
         "max_new_tokens": (1, 8192),
         "temperature": (0.01, 2.0),
@@ -43,6 +46,7 @@ class GenerationSettings:
         "top_k": (0, 1000),
         "repetition_penalty": (0.5, 2.0),
         "min_new_tokens": (0, 8192),
+        "seed": (0, 2**32 - 1),
     }
 
     @classmethod
@@ -55,15 +59,22 @@ class GenerationSettings:
             v = values[f.name]
             try:
                 if f.name == "do_sample":
+                    if not isinstance(v, (bool, int)) or v not in (0, 1):
+                        raise UserInputError(f"The setting do_sample must be true or false, not {v!r:.40}.")
                     clean[f.name] = bool(v)
-                elif f.name == "seed":
-                    clean[f.name] = None if v == "" or int(v) < 0 else int(v)
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                    raise TypeError
+                if f.name == "seed":
+                    if v == "" or float(v) < 0:
+                        continue  # random
+                    clean[f.name] = _whole(v)
                 elif f.name in ("max_new_tokens", "top_k", "min_new_tokens"):
-                    clean[f.name] = int(v)
+                    clean[f.name] = _whole(v)
                 else:
                     clean[f.name] = float(v)
-            except (TypeError, ValueError):
-                raise UserInputError(f"The setting {f.name} must be a number, not {v!r}.") from None
+            except (TypeError, ValueError, OverflowError):
+                raise UserInputError(f"The setting {f.name} must be a number, not {v!r:.40}.") from None
             if f.name in cls.LIMITS:
                 lo, hi = cls.LIMITS[f.name]
                 if not lo <= clean[f.name] <= hi:
@@ -72,6 +83,14 @@ class GenerationSettings:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _whole(v) -> int:
+    """An integer from 3, 3.0 or "3"; 3.5, "nan" and infinities raise ValueError/OverflowError."""
+    x = float(v)
+    if x != int(x):
+        raise ValueError
+    return int(x)
 
 
 @dataclass
@@ -147,9 +166,12 @@ class AppSettings:
         config = read_config(config_path) if config_path else {}
         values = {}
         for f in fields(cls):
-            for raw in (flags.get(f.name), environ.get("PHI_DEMO_" + f.name.upper()), config.get(f.name)):
+            env = "PHI_DEMO_" + f.name.upper()
+            sources = ((flags.get(f.name), "--" + f.name.replace("_", "-")), (environ.get(env), env),
+                       (config.get(f.name), f"{f.name} in {config_path}"))
+            for raw, where in sources:
                 if raw is not None:
-                    values[f.name] = _convert(f, raw)
+                    values[f.name] = _convert(f, raw, where)
                     break
         s = cls(**values)
         if environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
@@ -169,29 +191,58 @@ def read_config(path: str) -> dict:
         with open(path, "rb") as fh:
             data = tomllib.load(fh) if str(path).endswith(".toml") else json.load(fh)
     except OSError as e:
-        raise SystemExit(f"Cannot read the settings file {path}: {e.strerror}.") from None
+        raise SettingError(f"Cannot read the settings file {path}: {e.strerror}.") from None
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise SystemExit(f"The settings file {path} is not valid: {e}") from None
+        raise SettingError(f"The settings file {path} is not valid: {e}") from None
     if not isinstance(data, dict):
-        raise SystemExit(f"The settings file {path} must hold a table of settings.")
+        raise SettingError(f"The settings file {path} must hold a table of settings.")
     known = {f.name for f in fields(AppSettings)}
     clean = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(clean) - known)
     if unknown:
-        raise SystemExit(f"The settings file {path} has unknown settings: {', '.join(unknown)}.")
+        raise SettingError(f"The settings file {path} has unknown settings: {', '.join(unknown)}.")
     return clean
 
 
-def _convert(f: dataclasses.Field, raw):
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _convert(f: dataclasses.Field, raw, where: str):
+    """A flag, variable or config value as the field's type; a SettingError names the
+    setting, the value and what is allowed."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    if isinstance(raw, bool):
-        return raw
+
+    def refuse(allowed: str):
+        return SettingError(f"{where} = {raw!r:.60}: {f.name} must be {allowed}.")
+
+    from_file = not isinstance(raw, str)  # flags and variables are text; a config file is typed
     if "bool" in kind:
-        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise refuse("true or false")
+    if isinstance(raw, bool) or (from_file and not isinstance(raw, (int, float))
+                                  and ("int" in kind or "float" in kind)):
+        raise refuse("a number")
     if "int" in kind:
-        return int(raw)
+        try:
+            value = _whole(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise refuse("a whole number") from None
+        if value < 0:
+            raise refuse("zero or more")
+        return value
     if "float" in kind:
-        return float(raw)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise refuse("a number") from None
+        if not value >= 0 or value == float("inf"):
+            raise refuse("a finite number, zero or more")
+        return value
+    if not isinstance(raw, str):
+        raise refuse("text")
     if f.metadata.get("choices") and raw not in f.metadata["choices"]:
-        raise SystemExit(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, not {raw!r}")
+        raise refuse("one of " + ", ".join(f.metadata["choices"]))
     return raw
