@@ -7,7 +7,6 @@ here, in one place.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from . import media
 from .errors import UserInputError
+from .lru import ByteLRU
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 IMAGE_TOKEN, AUDIO_TOKEN = "<|image|>", "<|audio|>"
@@ -38,18 +38,27 @@ class Turn:
 
 
 def _file_path(item: Any) -> str | None:
-    """The server path inside any of Gradio's file shapes, or None if `item` is not a file."""
-    if isinstance(item, (str, os.PathLike)):
-        return None
+    """The server path inside any of Gradio's file shapes, or None if `item` is not a file.
+    A file-shaped item whose path is missing or not text is refused with a sentence."""
     if isinstance(item, (list, tuple)) and item and isinstance(item[0], (str, os.PathLike)):
         return str(item[0])  # the old (path, alt_text) tuple
     if isinstance(item, dict):
         if item.get("type") == "file" or "file" in item:
-            return _file_path(item["file"])
-        if "path" in item and item["path"]:
-            return str(item["path"])
+            inner = item.get("file", item if "path" in item else None)
+            if isinstance(inner, (str, os.PathLike)):
+                return str(inner)
+            if isinstance(inner, dict) and inner is not item:
+                return _file_path(inner)
+            path = inner.get("path") if isinstance(inner, dict) else None
+        elif "path" in item:
+            path = item["path"]
+        else:
+            return None
+        if isinstance(path, (str, os.PathLike)) and str(path):
+            return str(path)
+        raise UserInputError(f"A file in the chat has no usable path: {item!r:.80}")
     path = getattr(item, "path", None)  # gradio.FileData
-    return str(path) if path else None
+    return str(path) if isinstance(path, (str, os.PathLike)) and str(path) else None
 
 
 def _content_parts(content: Any) -> tuple[list[str], list[str]]:
@@ -62,7 +71,10 @@ def _content_parts(content: Any) -> tuple[list[str], list[str]]:
         if isinstance(item, str):
             texts.append(item)
         elif isinstance(item, dict) and item.get("type") == "text":
-            texts.append(str(item.get("text", "")))
+            text = item.get("text", "")
+            if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+                raise UserInputError(f"A text part of a chat message is not text: {text!r:.80}")
+            texts.append(str(text))
         elif (path := _file_path(item)) is not None:
             files.append(path)
         else:
@@ -73,17 +85,22 @@ def _content_parts(content: Any) -> tuple[list[str], list[str]]:
 def normalize_history(history: Sequence[Any] | None) -> list[Turn]:
     """Gradio messages -> turns. Consecutive messages of one role merge (Gradio shows each
     uploaded file as its own message); 'thought' messages (our stats) are display only."""
+    if history is not None and not isinstance(history, (list, tuple)):
+        raise UserInputError("The history must be a list of {'role', 'content'} messages.")
     turns: list[Turn] = []
     for msg in history or []:
         if not isinstance(msg, dict):
+            if not hasattr(msg, "role"):
+                raise UserInputError(f"A chat message must be a {{'role', 'content'}} object, not {msg!r:.80}")
             msg = {"role": getattr(msg, "role", None), "content": getattr(msg, "content", None),
                    "metadata": getattr(msg, "metadata", None)}
         role = msg.get("role")
-        if role not in ("user", "assistant"):
-            if role == "system":
-                continue
-            raise UserInputError(f"A chat message has the unknown role {role!r}.")
-        if (msg.get("metadata") or {}).get("title"):
+        if role == "system":
+            continue
+        if not isinstance(role, str) or role not in ("user", "assistant"):
+            raise UserInputError(f"A chat message has the unknown role {role!r:.40}; use 'user' or 'assistant'.")
+        metadata = msg.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("title"):
             continue
         texts, files = _content_parts(msg.get("content"))
         text = "\n".join(t for t in texts if t)
@@ -107,17 +124,58 @@ def message_to_turn(message: Any) -> Turn:
     text = message.get("text") or ""
     if not isinstance(text, str):
         raise UserInputError("The message text must be a string.")
+    attached = message.get("files") or []
+    if not isinstance(attached, (list, tuple)):
+        raise UserInputError("The message's files must be a list.")
     files = []
-    for f in message.get("files") or []:
-        path = f if isinstance(f, (str, os.PathLike)) else _file_path(f)
+    for f in attached:
+        path = str(f) if isinstance(f, (str, os.PathLike)) else _file_path(f)
         if not path:
             raise UserInputError(f"An attached file could not be understood: {f!r:.80}")
-        files.append(str(path))
+        files.append(path)
     if not text.strip() and not files:
         raise UserInputError("The message is empty: type a question or attach an image or audio clip.")
-    for f in files:
-        media.kind_of(f)  # refuses unsupported types with a sentence
     return Turn("user", text.strip(), tuple(files))
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One image or clip of a request, in prompt order. `group` numbers the runs of adjacent
+    slots of one kind (their placeholder tokens touch), `key` is a hash of the decoded content:
+    every image of one size has the same placeholder ids, so ids alone cannot tell them apart."""
+
+    kind: str  # "image" or "audio"
+    key: str
+    group: int
+
+
+def _slots(kinds: Sequence[str]) -> str:
+    return "".join(IMAGE_TOKEN if k == "image" else AUDIO_TOKEN for k in kinds)
+
+
+def _render(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> str:
+    """(role, text, media kinds) per turn -> the exact Phi-4 prompt, ending with the assistant's cue."""
+    parts: list[str] = []
+    if system_prompt and system_prompt.strip():
+        parts.append(f"{SYSTEM}{escape_control_tokens(system_prompt.strip())}{END}")
+    for role, text, kinds in turns:
+        tag = USER if role == "user" else ASSISTANT
+        parts.append(f"{tag}{_slots(kinds) if role == 'user' else ''}{escape_control_tokens(text)}{END}")
+    parts.append(ASSISTANT)
+    return "".join(parts)
+
+
+def _groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
+    """The slot-group number of each media item, turn by turn."""
+    out, group = [], -1
+    for kinds in turn_kinds:
+        previous = None
+        for k in kinds:
+            if k != previous:
+                group += 1
+            out.append(group)
+            previous = k
+    return out
 
 
 def render_prompt(turns: Iterable[Turn], system_prompt: str = "") -> tuple[str, list[str], list[str]]:
@@ -126,26 +184,12 @@ def render_prompt(turns: Iterable[Turn], system_prompt: str = "") -> tuple[str, 
     Returns (prompt, image paths, audio paths): one <|image|> per image and one <|audio|>
     per clip, in the order they appear, before the turn's text, as the model card does.
     """
-    parts: list[str] = []
-    images: list[str] = []
-    audios: list[str] = []
-    if system_prompt and system_prompt.strip():
-        parts.append(f"{SYSTEM}{escape_control_tokens(system_prompt.strip())}{END}")
-    for turn in turns:
-        if turn.role == "user":
-            slots = ""
-            for f in turn.files:
-                if media.kind_of(f) == "image":
-                    slots += IMAGE_TOKEN
-                    images.append(f)
-                else:
-                    slots += AUDIO_TOKEN
-                    audios.append(f)
-            parts.append(f"{USER}{slots}{escape_control_tokens(turn.text)}{END}")
-        else:
-            parts.append(f"{ASSISTANT}{escape_control_tokens(turn.text)}{END}")
-    parts.append(ASSISTANT)
-    return "".join(parts), images, audios
+    turns = list(turns)
+    kinds = [[media.kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
+    prompt = _render([(t.role, t.text, k) for t, k in zip(turns, kinds)], system_prompt)
+    images = [f for t, ks in zip(turns, kinds) for f, k in zip(t.files, ks) if k == "image"]
+    audios = [f for t, ks in zip(turns, kinds) for f, k in zip(t.files, ks) if k == "audio"]
+    return prompt, images, audios
 
 
 @dataclass
@@ -160,7 +204,10 @@ class Limits:
     def check_allowed(self, path: str) -> None:
         if not self.allowed_roots:
             return
-        real = os.path.realpath(path)
+        try:
+            real = os.path.realpath(path)
+        except ValueError:  # a NUL byte in the path
+            raise UserInputError("A file path in the chat is not valid.") from None
         for root in self.allowed_roots:
             root = os.path.realpath(root)
             if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
@@ -178,6 +225,9 @@ class ModelRequest:
     # The same conversation for chat-completions servers: role, text, and the kinds of its
     # media in order ("image"/"audio"), which index into `images`/`audios`.
     messages: list = field(default_factory=list)
+    # Every image and clip in prompt order, with its content key and slot group: KV reuse
+    # reads these instead of re-parsing the prompt.
+    media: list[MediaItem] = field(default_factory=list)
 
     @property
     def modality(self) -> str:
@@ -189,18 +239,44 @@ class ModelRequest:
         return "text"
 
 
-@functools.lru_cache(maxsize=64)
-def _load_cached(path: str, stamp: tuple, kind: str, max_seconds: float):
-    # `stamp` (mtime, size) is in the key so a replaced file is decoded again.
-    return media.load_image(path) if kind == "image" else media.load_audio(path, max_seconds)
+def _decoded_size(value) -> int:
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    return value.width * value.height * len(value.getbands())  # PIL image
+
+
+# Decoded images and clips, shared by every chat (each turn sends its history's files
+# again). Bounded by bytes: a few 4096 px images are already hundreds of MB.
+DECODED_BUDGET_BYTES = 512 << 20
+_decoded = ByteLRU(DECODED_BUDGET_BYTES, _decoded_size)
 
 
 def _load(path: str, kind: str, max_seconds: float):
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         raise UserInputError(f"{Path(path).name}: the file is no longer available; please attach it again.") from None
-    return _load_cached(path, (st.st_mtime_ns, st.st_size), kind, max_seconds)
+    # (mtime, size) is in the key so a replaced file is decoded again.
+    key = (path, st.st_mtime_ns, st.st_size, kind, max_seconds)
+    return _decoded.get_or_make(key, lambda: media.load_image(path) if kind == "image"
+                                else media.load_audio(path, max_seconds))
+
+
+def _assemble(turns: Sequence[tuple[str, str, Sequence[tuple[str, Any]]]], system_prompt: str) -> ModelRequest:
+    """(role, text, [(kind, decoded item)]) per turn -> the request, with its structure."""
+    kinds = [[k for k, _ in items] for _, _, items in turns]
+    prompt = _render([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
+    flat = [item for _, _, items in turns for item in items]
+    groups = _groups(kinds)
+    messages = ([{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else [])
+    messages += [{"role": role, "text": text, "media": k} for (role, text, _), k in zip(turns, kinds)]
+    return ModelRequest(
+        prompt,
+        images=[x for k, x in flat if k == "image"],
+        audios=[x for k, x in flat if k == "audio"],
+        messages=messages,
+        media=[MediaItem(k, media.content_key(x), g) for (k, x), g in zip(flat, groups)],
+    )
 
 
 def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits | None = None) -> ModelRequest:
@@ -208,21 +284,32 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
     limits = limits or Limits()
     if not turns or turns[-1].role != "user":
         raise UserInputError("There is no question to answer: the last message must be the user's.")
-    prompt, image_paths, audio_paths = render_prompt(turns, system_prompt)
-    if len(image_paths) > limits.max_images:
+    if not isinstance(system_prompt, str):
+        raise UserInputError("The system prompt must be text.")
+    for t in turns:
+        for f in t.files:
+            limits.check_allowed(f)  # before a byte of it is read
+    kinds = [[media.kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
+    n_images = sum(k == "image" for ks in kinds for k in ks)
+    n_audios = sum(k == "audio" for ks in kinds for k in ks)
+    if n_images > limits.max_images:
         raise UserInputError(
-            f"This conversation would hold {len(image_paths)} images; the limit is {limits.max_images}. "
+            f"This conversation would hold {n_images} images; the limit is {limits.max_images}. "
             "Clear the chat or send fewer images."
         )
-    if len(audio_paths) > limits.max_audio_clips:
+    if n_audios > limits.max_audio_clips:
         raise UserInputError(
-            f"This conversation would hold {len(audio_paths)} audio clips; the limit is {limits.max_audio_clips}. "
+            f"This conversation would hold {n_audios} audio clips; the limit is {limits.max_audio_clips}. "
             "Clear the chat or send fewer clips."
         )
-    for p in image_paths + audio_paths:
-        limits.check_allowed(p)
-    images = [_load(p, "image", limits.max_audio_seconds) for p in image_paths]
-    audios = [_load(p, "audio", limits.max_audio_seconds) for p in audio_paths]
-    messages = ([{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else [])
-    messages += [{"role": t.role, "text": t.text, "media": [media.kind_of(f) for f in t.files]} for t in turns]
-    return ModelRequest(prompt, images, audios, messages)
+    decoded = [(t.role, t.text, [(k, _load(f, k, limits.max_audio_seconds)) for f, k in zip(t.files, ks)])
+               for t, ks in zip(turns, kinds)]
+    return _assemble(decoded, system_prompt)
+
+
+def media_request(text: str, images: Sequence[Any] = (), audios: Sequence[Any] = (),
+                  system_prompt: str = "") -> ModelRequest:
+    """One user turn about media already in memory (RGB images, 16 kHz mono arrays), e.g. a
+    live-transcription window: the same prompt and structure as a chat turn."""
+    items = [("image", x) for x in images] + [("audio", x) for x in audios]
+    return _assemble([("user", text, items)], system_prompt)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .chat import prepare, stream_answer
 from .conversation import Limits
-from .settings import AppSettings, GenerationSettings
+from .settings import AppSettings
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -36,7 +36,6 @@ def main(argv=None) -> None:
 
     engine = Engine(AppSettings(model=args.model))
     engine.load()
-    gen = GenerationSettings(max_new_tokens=args.max_new_tokens)
     files = [[], [str(ASSETS / "example_image.png")], [str(ASSETS / "example_question.wav")],
              [str(ASSETS / "example_image.png"), str(ASSETS / "example_question.wav")]]
     start_rss = rss_mb()
@@ -48,10 +47,11 @@ def main(argv=None) -> None:
         if (turn - 1) % args.turns_per_chat == 0:
             history = []
         message = {"text": f"Turn {turn}: what do you see or hear?", "files": files[turn % len(files)]}
-        prepared = prepare(Limits(max_images=16, max_audio_clips=16), message, history, "You are terse.")
+        prepared = prepare(Limits(max_images=16, max_audio_clips=16), message, history,
+                           {"system_prompt": "You are terse.", "max_new_tokens": args.max_new_tokens})
         text = ""
-        for text, _stats in stream_answer(engine, prepared.request, gen, threading.Event()):
-            pass
+        for partial, _stats in stream_answer(engine, prepared.request, prepared.gen, threading.Event()):
+            text = partial
         history += [{"role": "user", "content": [{"path": f} for f in message["files"]] + [message["text"]]},
                     {"role": "assistant", "content": text}]
         if turn == 20 or turn % max(1, args.turns // 10) == 0 or turn == args.turns:

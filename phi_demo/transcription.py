@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from .contract import ChatEngine
 from .errors import UserInputError
 
 # The eight speech languages of the model card.
@@ -213,20 +214,19 @@ class StreamingTranscript:
 
 # --- driving it with a recogniser ------------------------------------------------
 
-def engine_recognizer(engine, language: str = "auto", task: str = "transcribe",
+def engine_recognizer(engine: ChatEngine, language: str = "auto", task: str = "transcribe",
                       max_new_tokens: int = 96) -> Callable[[np.ndarray], str]:
     """A recogniser backed by the chat engine (speech adapter, greedy decoding)."""
-    from .conversation import ASSISTANT, AUDIO_TOKEN, END, USER, ModelRequest
+    from .contract import collect
+    from .conversation import media_request
     from .settings import GenerationSettings
 
     text = instruction(language, task)
-    prompt = f"{USER}{AUDIO_TOKEN}{text}{END}{ASSISTANT}"
-    messages = [{"role": "user", "text": text, "media": ["audio"]}]
     gen = GenerationSettings(max_new_tokens=max_new_tokens)
 
     def recognize(samples: np.ndarray) -> str:
-        pieces = engine.stream(ModelRequest(prompt, [], [samples], messages), gen, threading.Event())
-        return "".join(p for p in pieces if isinstance(p, str)).strip()
+        answer, _stats = collect(engine.stream(media_request(text, audios=[samples]), gen, threading.Event()))
+        return answer.strip()
 
     return recognize
 

@@ -49,11 +49,11 @@ class RecordingEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def stream(self, request, gen, cancel, attn=None):
-        self.requests.append((request, gen, attn))
+    def stream(self, request, gen, cancel):
+        self.requests.append((request, gen, self._engine.attn))
         if self.force_length:
             gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
-        return self._engine.stream(request, gen, cancel, attn=attn)
+        return self._engine.stream(request, gen, cancel)
 
 
 @pytest.fixture(scope="session")

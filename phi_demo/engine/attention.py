@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class AttentionOption:
-    name: str
-    available: bool
-    reason: str = ""
+from ..contract import AttentionOption
 
 
 def attention_options(device: str) -> list[AttentionOption]:

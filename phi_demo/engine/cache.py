@@ -51,7 +51,7 @@ class ModelCache:
                     self._value.set_attention(key.attn)
                     self._key = key
                     return self._value
-                except Exception as e:  # some switches need a reload; that is fine
+                except Exception as e:  # noqa: BLE001 - some switches need a reload; that is fine
                     log.info("attention switch in place failed (%s); reloading", e)
             self._release_locked()
             self._value = self._load(key)

@@ -14,7 +14,7 @@ from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
 from ..stats import GenerationStats
-from .prefix_cache import PrefixCache, media_keys, rope_switch, slice_media
+from .prefix_cache import PrefixCache, rope_switch, slice_media
 
 
 class CancelCriteria(StoppingCriteria):
@@ -150,7 +150,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
     reuse = None
     if prefix_cache is not None:
         processor = loaded.processor
-        items = media_keys(request.prompt, request.images, request.audios)
+        items = [m.key for m in request.media]
         switch = rope_switch(model.config)
 
         def accept(c, n: int) -> bool:
@@ -158,8 +158,8 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                 return False  # generate() would drop it and recompute everything
             return fast.owns(c, length) if fast else isinstance(c, DynamicCache)
 
-        reuse = prefix_cache.take(inputs["input_ids"][0], request.prompt, adapter,
-                                  processor.image_token_id, processor.audio_token_id, items, accept)
+        reuse = prefix_cache.take(inputs["input_ids"][0], request.media, adapter,
+                                  processor.image_token_id, processor.audio_token_id, accept)
     if reuse:
         cache = reuse.cache
     elif fast:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelUnavailable
+from ..errors import HOW_TO_FIX, ModelUnavailable
 from . import zerogpu
 from .image_cache import CachedImageProcessor
 from .prefix_cache import PrefixCache
-from .sources import HOW_TO_FIX
 from .worker import GenerationWorker
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}

@@ -8,14 +8,10 @@ itself to a shorter prefix or to none."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
-
-_SLOT_GROUPS = re.compile(r"(?:<\|image\|>)+|(?:<\|audio\|>)+")
 
 
 @dataclass(eq=False)  # compared by identity: comparing the tensors would be wrong and slow
@@ -23,7 +19,7 @@ class Entry:
     ids: torch.Tensor  # 1-D, on the CPU: prompt + generated tokens the cache covers (and maybe one more)
     cache: object  # transformers Cache
     adapter: str | None
-    items: list[str]  # media_keys of the images and clips inside `ids`, in order
+    items: list[str]  # content keys of the images and clips inside `ids`, in order
 
 
 @dataclass
@@ -43,9 +39,10 @@ def rope_switch(config) -> int | None:
     return int(original) if original and getattr(config, "rope_parameters", None) else None
 
 
-def media_runs(ids: torch.Tensor, prompt: str, image_id: int, audio_id: int) -> list[tuple[int, int, str, int]]:
+def media_runs(ids: torch.Tensor, media: list, image_id: int, audio_id: int) -> list[tuple[int, int, str, int]]:
     """(start, end, kind, count) for each run of media tokens, in order. Adjacent slots of
-    one kind become one run of tokens; the prompt text says how many items each run holds."""
+    one kind become one run of tokens; the request's media items (their slot groups) say
+    how many items each run holds."""
     is_media = (ids == image_id) | (ids == audio_id)
     runs = []
     i, n = 0, len(ids)
@@ -60,8 +57,11 @@ def media_runs(ids: torch.Tensor, prompt: str, image_id: int, audio_id: int) -> 
             i = j
         else:
             i += 1
-    groups = [(m.group(0).count("<|"), "image" if m.group(0).startswith("<|image") else "audio")
-              for m in _SLOT_GROUPS.finditer(prompt)]
+    groups: list[tuple[int, str]] = []  # (count, kind) per slot group
+    for m in media:
+        if len(groups) == m.group:
+            groups.append((0, m.kind))
+        groups[m.group] = (groups[m.group][0] + 1, m.kind)
     if len(groups) != len(runs) or any(k != g[1] for (_, _, k), g in zip(runs, groups)):
         return []  # unexpected layout: callers then do not reuse
     return [(s, e, k, g[0]) for (s, e, k), g in zip(runs, groups)]
@@ -80,19 +80,19 @@ class PrefixCache:
         """Forget the entry holding `cache` (its owner is about to overwrite it)."""
         self.entries = [e for e in self.entries if e.cache is not cache]
 
-    def take(self, ids: torch.Tensor, prompt: str, adapter: str | None, image_id: int, audio_id: int,
-             items: list[str] | None = None, accept: Callable[[object, int], bool] | None = None) -> Reuse | None:
+    def take(self, ids: torch.Tensor, media: list, adapter: str | None, image_id: int, audio_id: int,
+             accept: Callable[[object, int], bool] | None = None) -> Reuse | None:
         """The best reusable cache for `ids` (removed from the store), cropped; or None.
 
-        `items` names each image and clip in prompt order (see media_keys): equal token ids
-        do not mean equal media, since every image of a size has the same placeholder ids.
+        `media` is the request's MediaItems in prompt order: equal token ids do not mean
+        equal media, since every image of a size has the same placeholder ids.
         `accept(cache, n)` says whether the caller can use `cache` for its first n tokens
         (fast decode needs its own static cache; see also rope_switch)."""
         ids = ids.detach().to("cpu")
-        runs = media_runs(ids, prompt, image_id, audio_id)
+        runs = media_runs(ids, media, image_id, audio_id)
         if not runs and ((ids == image_id) | (ids == audio_id)).any():
             return None
-        items = items or []
+        items = [m.key for m in media]
         best_entry, best = None, (0, 0, 0)
         for entry in self.entries:
             if entry.adapter != adapter:
@@ -127,29 +127,6 @@ class PrefixCache:
     def put(self, ids: torch.Tensor, cache, adapter: str | None, items: list[str] | None = None) -> None:
         self.entries.append(Entry(ids.detach().to("cpu"), cache, adapter, list(items or [])))
         del self.entries[: max(0, len(self.entries) - self.slots)]
-
-
-def content_key(x) -> str:
-    """A hash of an image's pixels (or an audio clip's samples)."""
-    import hashlib
-
-    if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
-        # The same decoded image comes back each turn (conversation caches it), and hashing
-        # a large one takes tens of ms: remember its key on it.
-        if "phi_demo_key" not in x.info:
-            x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()
-        return x.info["phi_demo_key"]
-    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()
-
-
-def media_keys(prompt: str, images: list, audios: list) -> list[str]:
-    """A content hash for each image and clip, in the order their slots appear in the prompt."""
-    img, aud = iter(images), iter(audios)
-    out = []
-    for m in _SLOT_GROUPS.finditer(prompt):
-        source = img if m.group(0).startswith("<|image") else aud
-        out += [content_key(next(source)) for _ in range(m.group(0).count("<|"))]
-    return out
 
 
 def slice_media(inputs: dict, reuse: Reuse) -> dict:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import ModelUnavailable
+from ..errors import HOW_TO_FIX, ModelUnavailable, UserInputError
 from ..settings import TINY_MODEL, AppSettings, GenerationSettings
 from ..stats import EngineStatus
 from . import sources
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 class Engine:
     """Owns the model cache (the app's only global state) and serialises generation: the
-    model and its active LoRA adapter are shared, so one answer is produced at a time."""
+    model, its attention and its active LoRA adapter are shared, so one answer is produced
+    at a time, and they change only between answers, under the lock generation holds."""
 
     def __init__(self, settings: AppSettings, cache: ModelCache | None = None):
         self.settings = settings
@@ -36,13 +37,19 @@ class Engine:
         self._generate_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._state = EngineStatus("idle", "The model is not loaded yet.")
+        self.attn_changes = 0  # counts switches, so pages can tell another user's change from their own
+        # A start-up setting that cannot be honoured (--device cuda without a GPU, --attn
+        # flash_attention_2 without flash-attn) is refused: nothing is loaded in its place.
+        self.config_error: str | None = None
+        self.device, self.dtype, self.attn = settings.device, settings.dtype, settings.attn
         try:
             self.device = resolve_device(settings.device)
             self.dtype = resolve_dtype(settings.dtype, self.device, self.is_tiny)
             self.attn = resolve_attention(settings.attn, self.device)
         except (ModelUnavailable, ValueError) as e:
-            self.device, self.dtype, self.attn = "cpu", "float32", "eager"
-            self._set_state("error", str(e))
+            self.config_error = (f"The app was started with a setting it cannot honour: {e} "
+                                 "Nothing was loaded; start it again with settings this machine supports.")
+            self._set_state("error", self.config_error)
 
     # --- state -----------------------------------------------------------------
     def _set_state(self, state: str, message: str = "") -> None:
@@ -91,7 +98,7 @@ class Engine:
 
     # --- loading -----------------------------------------------------------------
     def key(self, attn: str | None = None) -> ModelKey:
-        attn = resolve_attention(attn or self.attn, self.device)
+        attn = attn or self.attn
         revision = None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision
         return ModelKey(self.settings.model, revision, self.device, self.dtype, attn,
                         self.settings.quantize, self.settings.offload)
@@ -102,12 +109,11 @@ class Engine:
         self._set_state("loading", f"Loading {key.source} on {key.device} ({key.dtype}, {key.attn})…")
         return load_model(folder, key.device, key.dtype, key.attn, key.quantize, key.offload)
 
-    def load(self, attn: str | None = None):
-        """The model for `attn` (default: the current choice), loading it if needed."""
-        try:
-            key = self.key(attn)
-        except ValueError as e:
-            raise ModelUnavailable(str(e)) from None
+    def load(self):
+        """The model, loading it if needed (with the current attention)."""
+        if self.config_error:
+            raise ModelUnavailable(self.config_error)
+        key = self.key()
         if self.cache.key != key:
             self._set_state("loading", f"Loading {key.source}…")
         try:
@@ -117,9 +123,8 @@ class Engine:
             raise
         except Exception as e:  # never let a load failure take the app down
             log.exception("model load failed")
-            self._set_state("error", f"The model could not be loaded: {e}. {sources.HOW_TO_FIX}")
+            self._set_state("error", f"The model could not be loaded: {e}. {HOW_TO_FIX}")
             raise ModelUnavailable(self._state.message) from e
-        self.attn = key.attn
         if self.settings.fast_decode and loaded.fast_error is None and (loaded.fast is None or loaded.fast.warmup_s is None):
             self._compile(loaded)  # or wait for the compile another caller started
         self._set_state("ready", "")
@@ -166,25 +171,64 @@ class Engine:
         t.start()
         return t
 
+    def set_attention(self, name: str) -> str:
+        """Switch the shared model's attention for everyone. Waits for the running answer (or
+        live-transcription window): the switch happens under the lock generation holds.
+        Raises ValueError with the reason when `name` cannot run here."""
+        attn = resolve_attention(name, self.device)
+        if self.config_error:
+            raise ValueError(self.config_error)
+        if attn == self.attn:
+            return attn
+        with self._generate_lock:
+            if self.cache.current is not None:
+                try:
+                    self.cache.get(self.key(attn))  # in place where it can; else a reload
+                except Exception as e:  # noqa: BLE001 - a failed switch leaves the app without a model
+                    log.exception("attention switch to %s failed", attn)
+                    self._set_state("error", f"Switching attention to {attn} failed: {e}. {HOW_TO_FIX}")
+                    raise ValueError(f"Switching attention to {attn} failed: {e}") from None
+            self.attn = attn
+            self.attn_changes += 1
+        log.info("attention switched to %s", attn)
+        if self.cache.current is not None:
+            self.load()  # fast decode compiles again for the new attention
+        return attn
+
     # --- generation --------------------------------------------------------------
-    def stream(self, request, gen: GenerationSettings, cancel: threading.Event,
-               attn: str | None = None) -> Iterator[str | GenerationStats]:
+    def stream(self, request, gen: GenerationSettings, cancel: threading.Event) -> Iterator[str | GenerationStats]:
         """Text pieces of one answer, then its GenerationStats."""
-        loaded = self.load(attn)
+        self.load()
         with self._generate_lock:
             if cancel.is_set():
                 return
+            loaded = self.load_locked()
             adapter = self.activate_adapter(loaded, request.modality)
             try:
                 yield from stream_generate(loaded, request, gen, cancel,
                                            prefix_cache=loaded.prefix_cache if self.kv_reuse else None,
                                            adapter=adapter)
             except torch.OutOfMemoryError:
+                log.exception("out of memory while generating")
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 raise RuntimeError("The GPU ran out of memory for this request. Try fewer or smaller images, "
                                    "a shorter conversation or fewer new tokens.") from None
+            except (UserInputError, ModelUnavailable):
+                raise
+            except Exception:
+                # The user reads a sentence; the traceback belongs in the log.
+                log.exception("generation failed")
+                raise
+
+    def load_locked(self):
+        """The loaded model, for a caller that holds the generation lock: the key cannot
+        change under it, since attention only switches under the same lock."""
+        loaded = self.cache.current
+        if loaded is None or self.cache.key != self.key():
+            loaded = self.cache.get(self.key())
+        return loaded
 
     @staticmethod
     def adapter_for(loaded, modality: str) -> str | None:

@@ -9,16 +9,12 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ModelUnavailable
+from ..errors import HOW_TO_FIX, ModelUnavailable
 from ..settings import TINY_MODEL
 
 # The real repository also holds sample media and the old remote-code weights' extras.
 _IGNORE = ["*.png", "*.jpg", "*.jpeg", "*.wav", "*.mp3", "*.flac", "*.pdf", "*.pt", "*.bin", "*.onnx"]
 
-HOW_TO_FIX = (
-    "Start the app with --model /path/to/a/folder that holds the weights (PHI_DEMO_MODEL), "
-    f"or with --model {TINY_MODEL} to try the interface on a tiny offline model."
-)
 
 
 def cache_root() -> Path:

@@ -20,14 +20,14 @@ def enabled() -> bool:
     return flag and importlib.util.find_spec("spaces") is not None
 
 
-def duration(request, gen, attn=None) -> int:
+def duration(request, gen) -> int:
     """Seconds of GPU to ask for: a margin, the decode budget, and the audio to encode."""
     audio_s = sum(len(a) for a in request.audios) / 16000 if request.audios else 0.0
     return int(min(240, 15 + gen.max_new_tokens / 20 + audio_s / 10 + 2 * len(request.images)))
 
 
-def _generate(request, gen, attn=None):
-    yield from _ENGINE.stream(request, gen, threading.Event(), attn=attn)
+def _generate(request, gen):
+    yield from _ENGINE.stream(request, gen, threading.Event())
 
 
 class ZeroGpuEngine:
@@ -44,8 +44,8 @@ class ZeroGpuEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def stream(self, request, gen, cancel, attn=None):
-        pieces = self.gpu_generate(request, gen, attn)
+    def stream(self, request, gen, cancel):
+        pieces = self.gpu_generate(request, gen)
         try:
             for piece in pieces:
                 yield piece

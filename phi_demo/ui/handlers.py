@@ -8,14 +8,13 @@ from typing import Any
 
 import gradio as gr
 
-from ..chat import prepare, stream_answer
+from ..chat import REQUEST_SETTINGS, prepare, stream_answer
+from ..contract import ChatEngine
 from ..conversation import Limits, Turn, normalize_history
 from ..errors import ModelUnavailable, UserInputError
 from ..settings import AppSettings, GenerationSettings
 
 log = logging.getLogger(__name__)
-
-GEN_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 
 
 def shown_error(message: str, title: str = "Error") -> gr.Error:
@@ -56,42 +55,44 @@ def split_last_turn(history: list) -> tuple[list, dict | None]:
 
 
 class ChatHandlers:
-    def __init__(self, engine, settings: AppSettings, allowed_roots: tuple[str, ...] = ()):
+    """Each handler takes the request settings by name (see chat.REQUEST_SETTINGS): the page
+    maps its sidebar components to names in one place, /chat has them as parameters."""
+
+    def __init__(self, engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[str, ...] = ()):
         self.engine = engine
         self.settings = settings
         self.limits = Limits(settings.max_images, settings.max_audio_clips, settings.max_audio_seconds,
                              allowed_roots=allowed_roots)
 
     # --- chat ------------------------------------------------------------------
-    def _prepare(self, message, history, system_prompt, gen_values):
+    def _prepare(self, message, history, values: dict):
         """Settings and request for one answer; bad input becomes the sentence the user sees."""
         try:
-            gen = GenerationSettings.from_values(**dict(zip(GEN_FIELDS, gen_values)))
-            return gen, prepare(self.limits, message, history, system_prompt)
+            return prepare(self.limits, message, history, values)
         except UserInputError as e:
             raise shown_error(str(e), title="Cannot send this message") from None
 
     @staticmethod
     def _failure(e: Exception) -> str:
-        """What the user reads when an answer fails after it started."""
+        """What the user reads when an answer fails after it started (the engine has logged
+        the traceback of anything unexpected)."""
         if isinstance(e, (UserInputError, ModelUnavailable, RuntimeError)):
             return str(e)
-        log.exception("generation failed")  # a bad request must never take the app down
         return f"Something went wrong while answering: {e}"
 
-    def _run(self, message, base_history, rollback_history, restore_box, system_prompt, attn, *gen_values):
+    def _run(self, message, base_history, rollback_history, restore_box, values: dict):
         """Shared by send, retry and examples: show the user turn, stream the answer, and
         on any failure put the chat (and the message box) back exactly as they were."""
-        gen, prepared = self._prepare(message, base_history, system_prompt, gen_values)
+        prepared = self._prepare(message, base_history, values)
         shown = list(base_history) + [user_message(prepared.turns[-1])]
         box = gr.MultimodalTextbox(value=None) if restore_box else gr.skip()
         yield shown, box
         cancel = threading.Event()
         try:
-            for text, stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
+            for text, stats in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
                 answer = [{"role": "assistant", "content": text}] if text else []
                 if stats is not None:
-                    answer.append(stats_message(stats, attn))
+                    answer.append(stats_message(stats, self.engine.attn))
                 yield shown + answer, gr.skip()
         except Exception as e:  # noqa: BLE001 - reported, and the chat is put back
             yield rollback_history, (message if restore_box else gr.skip())
@@ -99,33 +100,34 @@ class ChatHandlers:
         finally:
             cancel.set()  # Stop, a closed tab and a cancelled job all arrive here
 
-    def submit(self, message, history, system_prompt, attn, *gen_values):
+    def submit(self, message, history, values: dict):
         history = list(history or [])
-        yield from self._run(message, history, history, True, system_prompt, attn, *gen_values)
+        yield from self._run(message, history, history, True, values)
 
-    def retry(self, history, system_prompt, attn, *gen_values):
+    def retry(self, history, values: dict):
         history = list(history or [])
         before, message = split_last_turn(history)
         if message is None:
             raise shown_error("There is no question to answer again yet.", title="Nothing to retry")
-        yield from self._run(message, before, history, False, system_prompt, attn, *gen_values)
+        yield from self._run(message, before, history, False, values)
 
     @staticmethod
     def undo(history):
         before, message = split_last_turn(history)
         return before, (message if message is not None else gr.skip())
 
-    def api_chat(self, message, history, system_prompt, attn, max_new_tokens, do_sample, temperature,
+    def api_chat(self, message, history, system_prompt, max_new_tokens, do_sample, temperature,
                  top_p, top_k, repetition_penalty, seed):
-        """/chat: the growing answer text, for gradio_client and other programs.
-        The parameter names are the API's, so they are spelled out."""
-        gen_values = (max_new_tokens, do_sample, temperature, top_p, top_k, repetition_penalty, seed)
-        if history is not None and not isinstance(history, list):
-            raise shown_error("history must be a list of {'role', 'content'} messages.")
-        gen, prepared = self._prepare(message, history or [], system_prompt, gen_values)
+        """/chat: the growing answer text, for gradio_client and other programs. The parameter
+        names are the API's, so they are spelled out. Attention is the shared model's setting,
+        not a request's (the page's sidebar changes it for everyone)."""
+        values = dict(system_prompt=system_prompt, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                      temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
+                      seed=seed)
+        prepared = self._prepare(message, history, {k: v for k, v in values.items() if v is not None})
         cancel = threading.Event()
         try:
-            for text, _stats in stream_answer(self.engine, prepared.request, gen, cancel, attn=attn):
+            for text, _stats in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
                 yield text
         except Exception as e:  # noqa: BLE001 - reported as a sentence
             raise shown_error(self._failure(e)) from None
@@ -181,21 +183,33 @@ class ChatHandlers:
         off = [f"{o.name}: {o.reason}" for o in options if not o.available]
         return "Unavailable here — " + "; ".join(off) if off else "All implementations can run here."
 
-    def change_attention(self, choice):
-        options = {o.name: o for o in self.engine.attention_options()}
-        option = options.get(choice)
-        if option is None or not option.available:
-            reason = option.reason if option else "unknown implementation"
-            gr.Warning(f"{choice} cannot be used here: {reason}.")
-            return self.engine.attn, self.status_markdown()
+    def change_attention(self, choice, seen):
+        """The sidebar's attention radio: switch the shared model for everyone, once the
+        running answer ends. Returns (radio value, model facts, what this tab has seen)."""
+        if choice == self.engine.attn:
+            return gr.skip(), gr.skip(), self._seen()
         try:
-            self.engine.load(choice)
-        except ModelUnavailable as e:
+            self.engine.set_attention(choice)
+        except ValueError as e:
             gr.Warning(str(e))
-            return self.engine.attn, self.status_markdown()
-        return choice, self.status_markdown()
+            return self.engine.attn, self.status_markdown(), self._seen()
+        gr.Info(f"Attention is now {self.engine.attn}, for every user of this app.")
+        return self.engine.attn, self.status_markdown(), self._seen()
 
-    def defaults(self):
-        d = GenerationSettings(max_new_tokens=self.settings.max_new_tokens)
-        values = [d.max_new_tokens, d.do_sample, d.temperature, d.top_p, d.top_k, d.repetition_penalty, -1]
-        return [self.settings.system_prompt] + values
+    def _seen(self) -> tuple[str, int]:
+        return self.engine.attn, getattr(self.engine, "attn_changes", 0)
+
+    def sync_attention(self, shown, seen):
+        """Polled: when another tab changed the shared attention, show it here and say so."""
+        now = self._seen()
+        if seen is None or tuple(seen) == now or shown == now[0]:
+            return gr.skip(), gr.skip(), now  # nothing new, or this tab's own change
+        gr.Info(f"Another user switched the attention implementation to {now[0]}; it applies to everyone.")
+        return now[0], self.status_markdown(), now
+
+    def defaults(self) -> dict:
+        """The settings' defaults by name (system prompt and generation; -1 = random seed)."""
+        d = GenerationSettings(max_new_tokens=self.settings.max_new_tokens).as_dict()
+        values = {name: d.get(name) for name in REQUEST_SETTINGS if name != "system_prompt"}
+        values["seed"] = -1
+        return {"system_prompt": self.settings.system_prompt, **values}

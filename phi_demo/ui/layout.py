@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..chat import REQUEST_SETTINGS
 from ..settings import GenerationSettings
 from .handlers import ChatHandlers
 from .live import LIVE_CSS, build_live_tab
@@ -34,6 +35,7 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
             # A remote server decides its own attention: shown, not editable.
             attn = gr.Radio(options or [engine.attn], value=engine.attn, interactive=bool(options),
                             label="Attention implementation", info=h.attention_info(), elem_id="attn")
+            seen_attn = gr.State(None)  # (attention, change count) this tab has shown
             gr.Markdown("### Generation")
             max_new = gr.Slider(*L["max_new_tokens"], value=d.max_new_tokens, step=1, label="Max new tokens",
                                 elem_id="max-new-tokens")
@@ -77,21 +79,44 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         # Polls the load state until the model is ready (or failed), then switches itself off.
         timer = gr.Timer(1.0, active=True)
 
-        settings_in = [system_prompt, attn, max_new, do_sample, temperature, top_p, top_k, rep, seed]
+        # The request settings by name: the one place components become names.
+        named = {"system_prompt": system_prompt, "max_new_tokens": max_new, "do_sample": do_sample,
+                 "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": rep,
+                 "seed": seed}
+        assert set(named) == set(REQUEST_SETTINGS), "the sidebar must offer every request setting"
+
+        def values(data: dict) -> dict:
+            return {name: data[component] for name, component in named.items()}
+
+        def on_submit(data):
+            yield from h.submit(data[textbox], data[chatbot], values(data))
+
+        def on_retry(data):
+            yield from h.retry(data[chatbot], values(data))
+
+        def on_reset():
+            return {named[name]: value for name, value in h.defaults().items()}
+
         run = dict(outputs=[chatbot, textbox], concurrency_id="generate", api_visibility="private")
-        sent = textbox.submit(h.submit, [textbox, chatbot] + settings_in, **run)
-        again = retry.click(h.retry, [chatbot] + settings_in, **run)
-        example = examples.load_input_event.then(h.submit, [textbox, chatbot] + settings_in, **run)
+        sent = textbox.submit(on_submit, {textbox, chatbot, *named.values()}, **run)
+        again = retry.click(on_retry, {chatbot, *named.values()}, **run)
+        example = examples.load_input_event.then(on_submit, {textbox, chatbot, *named.values()}, **run)
         running = [sent, again, example]
         stop.click(None, cancels=running)
         undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private")
         clear.click(lambda: ([], None), None, [chatbot, textbox], cancels=running, api_visibility="private")
-        api_button.click(h.api_chat, [api_message, api_history] + settings_in, [api_answer],
-                         api_name="chat", concurrency_id="generate")
+        api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
+                         [api_answer], api_name="chat", concurrency_id="generate")
 
         timer.tick(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
         demo.load(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
-        attn.change(h.change_attention, [attn], [attn, model_md], api_visibility="private")
-        reset.click(h.defaults, None, [system_prompt, max_new, do_sample, temperature, top_p, top_k, rep, seed],
-                    api_visibility="private")
+        # Attention belongs to the shared model: a change waits for the running answer and
+        # applies to everyone; every tab polls for changes made elsewhere.
+        attn.change(h.change_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private",
+                    concurrency_id="attention")
+        attn_timer = gr.Timer(2.0, active=bool(options))
+        attn_timer.tick(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private",
+                        show_progress="hidden")
+        demo.load(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private")
+        reset.click(on_reset, None, list(named.values()), api_visibility="private")
     return demo

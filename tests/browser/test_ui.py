@@ -177,6 +177,33 @@ def test_refused_attention_choice_shows_reason(page, server):
     page.wait_for_function("document.querySelector('#attn input[value=sdpa]').checked")
 
 
+def test_attention_change_reaches_every_tab(page, browser, server):
+    """Attention belongs to the shared model: one tab switches it, another sees it follow."""
+    other = browser.new_context(viewport={"width": 390, "height": 844}).new_page()  # a phone
+    other.set_default_timeout(30_000)
+    try:
+        other.goto(server.url)
+        other.wait_for_selector("#model-status")
+        other.wait_for_function("document.querySelector('#model-status').innerText.includes('tiny-random')")
+        other.get_by_label("eager").check()
+        other.wait_for_selector("text=for every user of this app")
+        other.wait_for_timeout(600)
+        SHOTS.mkdir(exist_ok=True)
+        other.screenshot(path=str(SHOTS / "attention-switched-phone.png"))
+        assert server.engine.attn == "eager"
+        page.wait_for_function("document.querySelector('#attn input[value=eager]').checked")
+        page.wait_for_selector("text=Another user switched the attention implementation to eager")
+        page.wait_for_timeout(600)  # the notice fades in
+        page.screenshot(path=str(SHOTS / "attention-changed.png"))
+        page.wait_for_function("document.querySelector('#model-status').innerText.includes('eager')")
+        send(page, "Hello")
+        wait_for_stats(page)
+        assert server.engine.requests[-1][2] == "eager"
+    finally:
+        server.engine.set_attention("sdpa")
+        other.context.close()
+
+
 def test_empty_message_shows_error_and_keeps_chat(page, server):
     send(page, "First question")
     wait_for_stats(page)

@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 import httpx
+import pytest
 from gradio_client import Client
 
 from tests.helpers import ROOT, free_port

@@ -32,7 +32,7 @@ def test_fifty_cancelled_jobs_in_a_row(server):
     try:
         for _ in range(50):
             job = server.client.submit({"text": "Go on", "files": []}, [], api_name="/chat", max_new_tokens=4000)
-            assert wait_until(lambda: len(job.outputs()) >= 1, 30)
+            assert wait_until(lambda job=job: len(job.outputs()) >= 1, 30)
             job.cancel()
         assert wait_until(lambda: not generate_threads(), 10)
     finally:

@@ -10,7 +10,8 @@ from phi_demo.settings import AppSettings
 from phi_demo.ui.handlers import ChatHandlers
 from tests.badinputs import LIMITS, NAMES, cases
 
-GEN = ("sys", "sdpa", 4, False, 0.7, 0.95, 50, 1.0, -1)
+GEN = {"system_prompt": "sys", "max_new_tokens": 4, "do_sample": False, "temperature": 0.7, "top_p": 0.95,
+       "top_k": 50, "repetition_penalty": 1.0, "seed": -1}
 HISTORY = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
            {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]
 
@@ -35,12 +36,12 @@ def test_ui_path(handlers, catalogue, name):
     history = copy.deepcopy(HISTORY)
     outputs = []
     if expected is None:
-        outputs = list(handlers.submit(message, history, *GEN))
+        outputs = list(handlers.submit(message, history, GEN))
         final, _ = outputs[-1]
         assert final[:2] == HISTORY and final[2]["role"] == "user" and final[3]["role"] == "assistant"
         return
     with pytest.raises(gr.Error) as err:
-        for out in handlers.submit(message, history, *GEN):
+        for out in handlers.submit(message, history, GEN):
             outputs.append(out)
     assert expected in str(err.value)
     # Either nothing was shown, or the last thing shown is the chat as it was, message back in the box.

@@ -4,8 +4,15 @@ import soundfile as sf
 from PIL import Image
 
 from phi_demo.conversation import (
-    AUDIO_TOKEN, IMAGE_TOKEN, Limits, Turn, build_request, escape_control_tokens, message_to_turn,
-    normalize_history, render_prompt,
+    AUDIO_TOKEN,
+    IMAGE_TOKEN,
+    Limits,
+    Turn,
+    build_request,
+    escape_control_tokens,
+    message_to_turn,
+    normalize_history,
+    render_prompt,
 )
 from phi_demo.errors import UserInputError
 
@@ -93,9 +100,12 @@ def test_message_to_turn_refuses_empty_and_whitespace():
             message_to_turn(msg)
 
 
-def test_message_to_turn_refuses_unknown_file_type():
-    with pytest.raises(UserInputError, match="unsupported file type .exe"):
-        message_to_turn({"text": "hi", "files": ["/tmp/x.exe"]})
+def test_build_request_refuses_what_is_neither_image_nor_audio(tmp_path):
+    exe = tmp_path / "x.exe"
+    exe.write_bytes(b"MZ\x90\x00")
+    turn = message_to_turn({"text": "hi", "files": [str(exe)]})
+    with pytest.raises(UserInputError, match="x.exe: this is neither an image nor audio"):
+        build_request([turn])
 
 
 def test_build_request_decodes_media_and_picks_modality(files):
@@ -122,3 +132,55 @@ def test_files_outside_allowed_roots_are_refused(files, tmp_path):
         build_request([Turn("user", "x", ("/etc/hostname.png",))], limits=Limits(allowed_roots=(str(tmp_path / "up"),)))
     img = files[0]
     assert build_request([Turn("user", "x", (img,))], limits=Limits(allowed_roots=(str(tmp_path),))).images
+
+
+def test_decoded_media_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
+    from phi_demo import conversation
+    from phi_demo.lru import ByteLRU
+
+    one = 300 * 300 * 3  # an RGB image of 300x300, decoded
+    cache = ByteLRU(3 * one, conversation._decoded_size)
+    monkeypatch.setattr(conversation, "_decoded", cache)
+    for i in range(10):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (300, 300), (i, 0, 0)).save(p)
+        build_request([Turn("user", "x", (str(p),))])
+    assert cache.bytes <= 3 * one and len(cache) == 3 and cache.misses == 10
+    build_request([Turn("user", "x", (str(tmp_path / "9.png"),))])
+    assert cache.misses == 10  # the newest is still there
+    assert conversation.DECODED_BUDGET_BYTES <= 1 << 30
+
+
+def test_byte_lru_evicts_oldest_and_skips_what_cannot_fit():
+    from phi_demo.lru import ByteLRU
+
+    lru = ByteLRU(10, len)
+    lru.put("a", b"xxxx")
+    lru.put("b", b"xxxx")
+    assert lru.get("a") == b"xxxx"  # now the most recent
+    lru.put("c", b"xxxx")
+    assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 8
+    lru.put("huge", b"x" * 11)
+    assert lru.get("huge") is None and lru.bytes == 8
+
+
+def test_request_carries_its_media_structure(files):
+    img, img2, wav = files
+    turns = [Turn("user", "Compare", (img, wav, img2)), Turn("assistant", "ok"), Turn("user", "And?", (img, img))]
+    req = build_request(turns)
+    assert [(m.kind, m.group) for m in req.media] == [("image", 0), ("audio", 1), ("image", 2), ("image", 3),
+                                                      ("image", 3)]
+    keys = [m.key for m in req.media]
+    assert keys[0] == keys[3] == keys[4] != keys[2]  # the same picture has the same key, wherever it is
+
+
+def test_media_request_matches_a_chat_turn(files):
+    from phi_demo.conversation import media_request
+    from phi_demo.media import load_audio
+
+    _, _, wav = files
+    clip = load_audio(wav)
+    by_hand = media_request("Transcribe.", audios=[clip])
+    from_file = build_request([Turn("user", "Transcribe.", (wav,))])
+    assert by_hand.prompt == from_file.prompt == "<|user|><|audio|>Transcribe.<|end|><|assistant|>"
+    assert by_hand.media == from_file.media and by_hand.modality == "speech"

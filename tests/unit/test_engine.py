@@ -83,10 +83,11 @@ def test_engine_reuses_loaded_model_and_switches_attention_in_place(engine):
     first = engine.load()
     assert engine.load() is first and engine.cache.loads == 1
     try:
-        assert engine.load("eager") is first and first.attn == "eager"
+        assert engine.set_attention("eager") == "eager"
+        assert engine.load() is first and first.attn == "eager"
         assert engine.cache.loads == 1
     finally:
-        engine.load("sdpa")
+        engine.set_attention("sdpa")
     info = engine.status().info
     assert info["device"] == "cpu" and info["dtype"] == "float32" and info["adapters"] == ["vision", "speech"]
 
@@ -125,8 +126,10 @@ def test_unavailable_attention_is_refused_with_reason(engine):
     opts = {o.name: o for o in engine.attention_options()}
     assert opts["eager"].available and opts["sdpa"].available
     assert not opts["flash_attention_2"].available and "CUDA" in opts["flash_attention_2"].reason
-    with pytest.raises(ModelUnavailable, match="flash_attention_2 cannot be used here: needs a CUDA GPU"):
-        engine.load("flash_attention_2")
+    before = engine.attn
+    with pytest.raises(ValueError, match="flash_attention_2 cannot be used here: needs a CUDA GPU"):
+        engine.set_attention("flash_attention_2")
+    assert engine.attn == before and engine.cache.current.attn == before
 
 
 def _active(model):

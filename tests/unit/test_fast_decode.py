@@ -103,8 +103,8 @@ def test_switching_attention_recompiles(tiny_folder, assets):
     try:
         first = e.load().fast
         assert first is not None
-        e.load("eager")
-        assert e.load().fast is not None and e.load().fast is not first
+        e.set_attention("eager")
+        assert e.attn == "eager" and e.load().fast is not None and e.load().fast is not first
         [(_, stats)] = chat(e, assets, [("Hello?", ())])
         assert stats.fast_decode
     finally:

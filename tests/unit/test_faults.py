@@ -13,7 +13,6 @@ from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
 
-
 CANCEL_STORM = r"""
 import gc, threading
 from phi_demo.conversation import Turn, build_request
@@ -58,7 +57,7 @@ def test_fifty_cancellations_in_a_row_leave_nothing_running():
     assert after_200 < 30, f"memory grew by {after_200:.0f} MB over 200 cancellations"
 
 
-def test_failure_inside_generate_then_next_request_works(engine, assets, monkeypatch):
+def test_failure_inside_generate_then_next_request_works(engine, assets, monkeypatch, caplog):
     loaded = engine.load()
     real = loaded.model.generate
     calls = []
@@ -71,13 +70,16 @@ def test_failure_inside_generate_then_next_request_works(engine, assets, monkeyp
 
     monkeypatch.setattr(loaded.model, "generate", fail_once)
     request = build_request([Turn("user", "hi")])
-    with pytest.raises(RuntimeError, match="injected"):
+    with caplog.at_level("ERROR", logger="phi_demo"), pytest.raises(RuntimeError, match="injected"):
         list(engine.stream(request, GenerationSettings(max_new_tokens=4), threading.Event()))
+    # The user reads a sentence; the traceback must still reach the log.
+    logged = [r for r in caplog.records if r.exc_info and "injected CUDA error" in str(r.exc_info[1])]
+    assert logged and logged[0].name.startswith("phi_demo.engine"), caplog.records
     pieces = list(engine.stream(request, GenerationSettings(max_new_tokens=4), threading.Event()))
     assert pieces[-1].new_tokens >= 1
 
 
-def test_out_of_memory_is_reported_and_memory_released(engine, monkeypatch):
+def test_out_of_memory_is_reported_and_memory_released(engine, monkeypatch, caplog):
     import torch
 
     loaded = engine.load()
@@ -86,8 +88,9 @@ def test_out_of_memory_is_reported_and_memory_released(engine, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(loaded.model, "generate", oom)
-    with pytest.raises(RuntimeError, match="ran out of memory for this request"):
+    with caplog.at_level("ERROR", logger="phi_demo"), pytest.raises(RuntimeError, match="ran out of memory for this request"):
         list(engine.stream(build_request([Turn("user", "hi")]), GenerationSettings(max_new_tokens=4), threading.Event()))
+    assert any(r.exc_info and "Tried to allocate" in str(r.exc_info[1]) for r in caplog.records)
 
 
 def test_a_failed_load_can_be_retried(tiny_folder, tmp_path):

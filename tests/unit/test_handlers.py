@@ -10,7 +10,8 @@ from phi_demo.ui.handlers import ChatHandlers, split_last_turn
 from tests.helpers import ROOT
 
 IMAGE = str(ROOT / "assets" / "example_image.png")
-GEN = ("sys", "sdpa", 8, False, 0.7, 0.95, 50, 1.0, -1)
+GEN = {"system_prompt": "sys", "max_new_tokens": 8, "do_sample": False, "temperature": 0.7, "top_p": 0.95,
+       "top_k": 50, "repetition_penalty": 1.0, "seed": -1}
 HISTORY = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
            {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]
 
@@ -22,7 +23,7 @@ class FailingEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def stream(self, request, gen, cancel, attn=None):
+    def stream(self, request, gen, cancel):
         yield "partial "
         raise self.error
 
@@ -42,7 +43,7 @@ def handlers(engine):
 
 def test_submit_streams_and_adds_stats(handlers):
     history = copy.deepcopy(HISTORY)
-    outs = list(handlers.submit({"text": "Describe", "files": [IMAGE]}, history, *GEN))
+    outs = list(handlers.submit({"text": "Describe", "files": [IMAGE]}, history, GEN))
     final, _ = outs[-1]
     assert final[:2] == HISTORY
     assert final[2]["role"] == "user" and final[2]["content"] == [{"path": IMAGE}, "Describe"]
@@ -53,11 +54,11 @@ def test_submit_streams_and_adds_stats(handlers):
 
 @pytest.mark.parametrize("message,expected", [
     ({"text": "", "files": []}, "The message is empty"),
-    ({"text": "x", "files": ["/tmp/notes.txt"]}, "unsupported file type .txt"),
+    ({"text": "x", "files": [str(ROOT / "README.md")]}, "README.md: this is neither an image nor audio"),
     ({"text": "x", "files": [IMAGE, IMAGE, IMAGE]}, "3 images; the limit is 2"),
 ])
 def test_bad_input_is_refused_before_anything_changes(handlers, message, expected):
-    outs, err = run(handlers.submit(message, copy.deepcopy(HISTORY), *GEN))
+    outs, err = run(handlers.submit(message, copy.deepcopy(HISTORY), GEN))
     assert outs == []  # nothing was shown, the textbox keeps the message
     assert expected in str(err)
 
@@ -65,7 +66,7 @@ def test_bad_input_is_refused_before_anything_changes(handlers, message, expecte
 def test_corrupt_image_message_and_history_kept(handlers, tmp_path):
     bad = tmp_path / "photo.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    outs, err = run(handlers.submit({"text": "what", "files": [str(bad)]}, copy.deepcopy(HISTORY), *GEN))
+    outs, err = run(handlers.submit({"text": "what", "files": [str(bad)]}, copy.deepcopy(HISTORY), GEN))
     assert outs == [] and "photo.png: the image is damaged or truncated" in str(err)
 
 
@@ -73,7 +74,7 @@ def test_corrupt_image_message_and_history_kept(handlers, tmp_path):
 def test_failure_during_generation_rolls_back(engine, error):
     h = ChatHandlers(FailingEngine(engine, error), AppSettings(model="tiny-random"))
     message = {"text": "Hello?", "files": []}
-    outs, err = run(h.submit(message, copy.deepcopy(HISTORY), *GEN))
+    outs, err = run(h.submit(message, copy.deepcopy(HISTORY), GEN))
     history, box = outs[-1]
     assert history == HISTORY and box == message  # chat as before, message back in the box
     assert str(error) in str(err)
@@ -81,14 +82,14 @@ def test_failure_during_generation_rolls_back(engine, error):
 
 def test_retry_regenerates_last_answer(handlers):
     history = copy.deepcopy(HISTORY) + [{"role": "assistant", "content": "stats", "metadata": {"title": "📊"}}]
-    outs = list(handlers.retry(history, *GEN))
+    outs = list(handlers.retry(history, GEN))
     final, box = outs[-1]
     assert final[0]["content"] == ["Hi"] and final[1]["role"] == "assistant" and final[1]["content"] != "Hello!"
     assert len(final) == 3 and box is not None
 
 
 def test_retry_with_nothing_to_retry(handlers):
-    outs, err = run(handlers.retry([], *GEN))
+    outs, err = run(handlers.retry([], GEN))
     assert "no question to answer again" in str(err)
 
 
@@ -104,7 +105,7 @@ def test_attention_choice_that_cannot_run_is_refused(handlers, engine):
     orig = gr.Warning
     gr.Warning = lambda msg, *a, **k: warnings.append(msg)
     try:
-        value, _ = handlers.change_attention("flash_attention_2")
+        value, _, _ = handlers.change_attention("flash_attention_2", None)
     finally:
         gr.Warning = orig
     assert value == engine.attn and warnings == ["flash_attention_2 cannot be used here: needs a CUDA GPU."]
@@ -118,7 +119,6 @@ def test_status_and_tiny_banner(handlers):
 
 def test_model_unavailable_banner_says_how_to_fix():
     from phi_demo.engine import Engine
-
     from phi_demo.errors import ModelUnavailable
 
     e = Engine(AppSettings(offline=True))
@@ -127,5 +127,5 @@ def test_model_unavailable_banner_says_how_to_fix():
     h = ChatHandlers(e, AppSettings(offline=True))
     banner = h.banner_markdown()
     assert "unavailable" in banner and "--model" in banner and "tiny-random" in banner
-    outs, err = run(h.submit({"text": "hi", "files": []}, [], *GEN))
+    outs, err = run(h.submit({"text": "hi", "files": []}, [], GEN))
     assert outs[-1][0] == [] and "tiny-random" in str(err)

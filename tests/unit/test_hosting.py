@@ -70,13 +70,15 @@ assert settings.host == "0.0.0.0", settings.host
 assert engine.status().state == "ready", engine.status()  # loaded at import, as ZeroGPU asks
 assert engine.cache.current.model.device.type == "cuda"
 handlers = {f.fn.__name__: f.fn for f in demo.fns.values() if getattr(f.fn, "__self__", None) is not None}
-wrapped = handlers["submit"].__self__.engine
+wrapped = handlers["api_chat"].__self__.engine
 assert isinstance(wrapped, zerogpu.ZeroGpuEngine), type(wrapped)
-assert handlers["api_chat"].__self__.engine is wrapped
+assert handlers["sync_attention"].__self__.engine is wrapped  # the page's handlers share it
+from phi_demo.contract import ChatEngine
+assert isinstance(wrapped, ChatEngine)
 assert hasattr(wrapped.gpu_generate, "zerogpu"), "not wrapped by spaces.GPU"
 request = build_request([Turn("user", "hi", ("assets/example_image.png", "assets/example_question.wav"))])
 gen = GenerationSettings(max_new_tokens=300)
-pickle.loads(pickle.dumps((request, gen, "sdpa")))
+pickle.loads(pickle.dumps((request, gen)))
 pickle.loads(pickle.dumps(GenerationStats(10, 5, 0.1, 0.5, 12.0)))
 print("duration", zerogpu.duration(request, gen))
 print("OK")

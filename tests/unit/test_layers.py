@@ -27,3 +27,22 @@ def test_engine_does_not_import_gradio():
 def test_conversation_imports_neither_model_nor_gradio():
     mods = _modules_after("import phi_demo.conversation")
     assert not {"torch", "transformers", "gradio"} & mods
+
+
+def test_contract_is_torch_free():
+    mods = _modules_after("import phi_demo.contract, phi_demo.stats, phi_demo.lru, phi_demo.transcription")
+    assert not {"torch", "transformers", "gradio"} & mods
+
+
+def test_no_import_circle_between_loader_sources_and_tiny():
+    """loader -> errors; sources -> tiny (to build it); tiny -> neither; the full-size random
+    build lives with the benchmark."""
+    import ast
+
+    def imports(path):
+        tree = ast.parse((ROOT / path).read_text())
+        return {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert not {".sources", ".tiny"} & imports("phi_demo/engine/loader.py")
+    assert not {".loader", ".sources"} & imports("phi_demo/engine/tiny.py")
+    assert ".loader" not in imports("phi_demo/engine/sources.py")

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from phi_demo.transcription import (
-    LiveTranscriber, StreamingTranscript, agreed_prefix, engine_recognizer, has_speech, trailing_silence_s,
+    LiveTranscriber,
+    StreamingTranscript,
+    agreed_prefix,
+    engine_recognizer,
+    has_speech,
+    trailing_silence_s,
 )
 
 SR = 16000
