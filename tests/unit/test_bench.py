@@ -24,3 +24,22 @@ def test_quick_bench_reports_every_section(tmp_path):
         assert row in report, row
     assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\); server/raw end-to-end: \d+\.\d\d",
                      proc.stdout)
+
+
+def test_summary_names_the_attention_asked_for():
+    """With two implementations measured, the summary is the first one's, not the last's."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "phi_demo.bench", "--quick", "--attn", "sdpa,eager", "--runs", "1", "--new-tokens", "4",
+         "--sections", "", "--no-server"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "### Attention: sdpa" in proc.stdout and "### Attention: eager" in proc.stdout
+    assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\)\s*$", proc.stdout), proc.stdout[-500:]
+
+
+def test_unknown_sections_are_refused_at_once():
+    proc = subprocess.run([sys.executable, "-m", "phi_demo.bench", "--sections", "quant,reuse"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown section(s) quant; known: prefill, reuse, live, fast" in proc.stderr
+    assert "stream/raw" not in proc.stdout  # nothing was measured

@@ -1,0 +1,183 @@
+"""The command line: which model, which sections, one report and one summary line."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+from .common import (
+    BENCH_QUESTION,
+    BENCH_SYSTEM,
+    FULL_RANDOM,
+    ForcedLength,
+    engine_stream,
+    interleaved_medians,
+    machine,
+    raw_generate,
+    versions,
+)
+from .fast import fast_rows, gpu_bandwidth
+from .live import live_rows
+from .prefill import prefill_rows
+from .reuse import reuse_rows
+from .server import RemoteClient, client_loop, server_stream
+
+SECTIONS = ("prefill", "reuse", "live", "fast")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, few runs: under a minute")
+    p.add_argument("--model", default="tiny-random", help=f"tiny-random, {FULL_RANDOM}, a folder or a hub id")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--attn", default="all", help="implementations (comma-separated), or 'all' that can run here")
+    p.add_argument("--runs", type=int, default=None, help="runs per measurement (median)")
+    p.add_argument("--new-tokens", type=int, default=None)
+    p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
+    p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
+    p.add_argument("--sections", default=None,
+                   help="measurements besides the three paths: prefill, reuse, live, fast (comma-separated; "
+                        "'' for none; default all, --quick: all but fast)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the fast section")
+    p.add_argument("--bandwidth-gbs", type=float, default=None,
+                   help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
+    p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
+    p.add_argument("--out", default=None, help="append the report (markdown) to this file")
+    p.add_argument("--client-for", default=None, help=argparse.SUPPRESS)  # the client process (RemoteClient)
+    args = p.parse_args(argv)
+    if args.client_for:
+        return client_loop(args.client_for)
+    runs = args.runs or (3 if args.quick else 5)
+    if args.sections is None:
+        args.sections = "prefill,reuse,live" if args.quick else ",".join(SECTIONS)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sorted(sections - set(SECTIONS))
+    if unknown:  # never measure for minutes what was not asked for
+        p.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    n = args.new_tokens or (64 if args.quick else 256)
+
+    import torch
+
+    from ..engine import Engine, ModelCache
+    from ..engine.attention import attention_options, resolve_attention
+    from ..engine.loader import resolve_device, resolve_dtype
+    from ..settings import AppSettings
+    from .full_random import build_full_random
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, tiny=args.model == "tiny-random")
+    if args.attn == "all":
+        names = [o.name for o in attention_options(device) if o.available]
+        asked = resolve_attention("auto", device)  # what the app itself would use
+    else:
+        try:
+            names = [resolve_attention(a.strip(), device) for a in args.attn.split(",")]
+        except ValueError as e:
+            p.error(str(e))
+        asked = names[0]
+    report = [f"## {args.model} on {device} ({dtype})", "",
+              f"Machine: {machine()}; {versions()}.  ",
+              f"Command: `python -m phi_demo.bench {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
+              f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}.", ""]
+    summary = None
+    for attn in names:
+        settings = AppSettings(model=args.model, device=device, dtype=dtype, attn=attn, host="127.0.0.1",
+                               compile_backend=args.compile_backend)
+        if args.model == FULL_RANDOM:
+            built = build_full_random(device, dtype, attn)
+            engine = Engine(settings, cache=ModelCache(lambda key, b=built: b))
+        else:
+            engine = Engine(settings)
+        t0 = time.perf_counter()
+        loaded = engine.load()
+        load_s = loaded.load_seconds if args.model == FULL_RANDOM else time.perf_counter() - t0
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+
+        from ..conversation import Turn, build_request
+
+        request = build_request([Turn("user", BENCH_QUESTION)], BENCH_SYSTEM)
+        engine.activate_adapter(loaded, "text")
+        # Warm-up: first calls pay for lazy initialisation (kernels, allocator).
+        raw_generate(loaded, request, min(n, 8))
+        engine_stream(engine, request, min(n, 8))
+        paths = {"raw model.generate": lambda loaded=loaded, request=request: raw_generate(loaded, request, n),
+                 "engine stream (thread + streamer)": lambda engine=engine, request=request: engine_stream(
+                     engine, request, n)}
+        if not args.no_server:
+            from ..server import create, launch_kwargs
+            forced = ForcedLength(engine)
+            _, demo = create(settings, engine=forced, load=False)
+            kw = launch_kwargs(settings)
+            kw["server_port"] = None
+            demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+            client = RemoteClient(demo.local_url)
+            server_stream(client, engine, min(n, 8))
+            paths["Gradio server via gradio_client"] = lambda client=client, engine=engine: server_stream(
+                client, engine, n)
+        results = interleaved_medians(paths, runs)
+        if not args.no_server:
+            client.close()
+            demo.close()
+        rows = [(name, *r) for name, r in results.items()]
+        raw, ours = results["raw model.generate"], results["engine stream (thread + streamer)"]
+        srv = results.get("Gradio server via gradio_client")
+        report += [f"### Attention: {attn} (load {load_s:.2f} s)", "",
+                   "| path | time to first token (s) | decode tok/s | ratio | end-to-end tok/s | ratio |",
+                   "| --- | --- | --- | --- | --- | --- |"]
+        for name, ttft, tps, e2e in rows:
+            decode = f"{tps:.1f} | {tps / raw[1]:.3f}" if tps == tps else "— | —"  # NaN: not observable
+            report.append(f"| {name} | {ttft:.3f} | {decode} | {e2e:.1f} | {e2e / raw[2]:.3f} |")
+        report.append("")
+        if "prefill" in sections:
+            prefill = prefill_rows(engine, loaded, runs)
+            report += ["| prefill input | prompt tokens | processor + prefill (ms) |", "| --- | --- | --- |"]
+            report += [f"| {name} | {tokens} | {ms:.1f} |" for name, tokens, ms in prefill]
+            report.append("")
+        if "reuse" in sections:
+            reuse = reuse_rows(engine, args.turns, min(n, 32))
+            report += ["| chat turn (image in turn 1) | TTFT with KV reuse (s) | TTFT without (s) | cached prompt tokens |",
+                       "| --- | --- | --- | --- |"]
+            report += [f"| {t} | {a:.3f} | {b:.3f} | {c} |" for t, a, b, c in reuse]
+            report.append("")
+            report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {reuse[-1][1] / reuse[0][1]:.2f} "
+                          f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
+        if "live" in sections:
+            minutes = args.live_minutes or (2.0 if args.quick else 10.0)
+            live, rtf, lag = live_rows(engine, minutes)
+            report += ["", f"Live transcription of a {minutes:g}-minute stream in 0.5 s chunks:", "",
+                       "| part of the stream | compute per recognition (s, median) | window (s, median) | recognitions |",
+                       "| --- | --- | --- | --- |"]
+            report += [f"| {name} | {dt:.3f} | {w:.1f} | {k} |" for name, dt, w, k in live]
+            report += ["", f"Real-time factor {rtf:.3f} (compute / audio); committed text lagged the audio by "
+                       f"{lag:.1f} s on average.", ""]
+        if "fast" in sections:
+            bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else (
+                gpu_bandwidth(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None)
+            report += fast_rows(engine, loaded, request, n, runs, device, bandwidth)
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        mem = f"Peak memory: CPU RSS {peak_rss:.0f} MB"
+        if device.startswith("cuda"):
+            mem += f", CUDA {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+        report += ["", mem + ".", ""]
+        ratio = ours[1] / raw[1]
+        line = f"stream/raw tok/s ratio: {ratio:.2f} ({args.model}, {device}, {attn})"
+        if not args.no_server:
+            line += f"; server/raw end-to-end: {srv[2] / raw[2]:.2f}"
+        if attn == asked:  # the summary names the attention asked for, not the last one measured
+            summary = line
+        engine.cache.release()
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write(text + "\n")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
