@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from .contract import ChatEngine
+from .contract import ChatEngine, Notice
 from .conversation import Limits, ModelRequest, Turn, build_request, message_to_turn, normalize_history
 from .errors import UserInputError
 from .settings import GenerationSettings
@@ -45,8 +45,9 @@ def prepare(limits: Limits, message: Any, history: Any, settings: Mapping[str, A
 
 def stream_answer(engine: ChatEngine, request: ModelRequest, gen: GenerationSettings,
                   cancel: threading.Event) -> Iterator[tuple[str, Any]]:
-    """Yield (answer so far, None) while streaming, then (answer, stats) once. The engine
-    already hands text over at a browser-friendly rate."""
+    """Yield (answer so far, None) while streaming, (answer so far, Notice) when the engine
+    says what a long prefill is doing, then (answer, stats) once. The engine already hands
+    text over at a browser-friendly rate."""
     text = ""
     pieces = engine.stream(request, gen, cancel)
     try:
@@ -54,6 +55,8 @@ def stream_answer(engine: ChatEngine, request: ModelRequest, gen: GenerationSett
             if isinstance(piece, str):
                 text += piece
                 yield text, None
+            elif isinstance(piece, Notice):
+                yield text, piece
             else:
                 yield text, piece
                 return

@@ -2,8 +2,8 @@
 OpenAI-compatible server backend and the benchmark's engine all implement. Torch-free, so
 the page, the CLI and the transcription can be typed against it without importing a model.
 
-A stream yields text pieces (str) as they are decoded, then exactly one GenerationStats;
-closing it early stops the model. Attention is a setting of the shared model, not of a
+A stream may first yield a Notice (what a long prefill is doing), then yields text pieces
+(str) as they are decoded, then exactly one GenerationStats; closing it early stops the model. Attention is a setting of the shared model, not of a
 request: `set_attention` changes it for everyone, between answers."""
 
 from __future__ import annotations
@@ -14,7 +14,16 @@ from typing import Callable, Iterable, Iterator, Protocol, Union, runtime_checka
 
 from .stats import EngineStatus, GenerationStats
 
-Piece = Union[str, GenerationStats]
+
+@dataclass(frozen=True)
+class Notice:
+    """What the engine is doing before the first token, when that takes a while (reading an
+    image or a long recording): the page shows it instead of nothing."""
+
+    text: str
+
+
+Piece = Union[str, Notice, GenerationStats]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,6 @@ def collect(pieces: Iterable[Piece], on_text: Callable[[str], None] | None = Non
             text.append(piece)
             if on_text:
                 on_text(piece)
-        else:
+        elif isinstance(piece, GenerationStats):
             stats = piece
     return "".join(text), stats

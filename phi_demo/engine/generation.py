@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from ..contract import Notice
 from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
@@ -125,10 +126,28 @@ def generation_kwargs(gen: GenerationSettings, processor=None) -> dict:
     return kw
 
 
+# Below this many new prompt tokens the first token comes quickly enough to need no word.
+NOTICE_TOKENS = 256
+
+
+def prefill_notice(request, new_tokens: int, done: tuple[int, int] = (0, 0)) -> Notice | None:
+    """'Reading the image: 1,682 tokens…' for a prefill long enough to be noticed."""
+    if new_tokens < NOTICE_TOKENS:
+        return None
+    images, audios = len(request.images) - done[0], len(request.audios) - done[1]
+    parts = []
+    if images:
+        parts.append("the image" if images == 1 else f"{images} images")
+    if audios:
+        parts.append("the audio" if audios == 1 else f"{audios} audio clips")
+    what = ("Reading " + " and ".join(parts)) if parts else "Reading the conversation"
+    return Notice(f"{what}: {new_tokens:,} tokens…")
+
+
 def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.Event,
                     poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
-                    adapter: str | None = None) -> Iterator[str | GenerationStats]:
-    """Yield text pieces as they are decoded, then one GenerationStats.
+                    adapter: str | None = None) -> Iterator[str | Notice | GenerationStats]:
+    """Yield a Notice before a long prefill, text pieces as they are decoded, then one GenerationStats.
 
     The caller may stop iterating at any time: closing this generator sets `cancel`, which
     the model sees at its next token. An exception inside generate() is re-raised here.
@@ -167,6 +186,10 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
     else:
         cache = DynamicCache(config=model.config)
     model_inputs = slice_media(inputs, reuse) if reuse else inputs
+    notice = prefill_notice(request, prompt_tokens - (reuse.length if reuse else 0),
+                            (reuse.images_done, reuse.audios_done) if reuse else (0, 0))
+    if notice:
+        yield notice
     extra = {}
     if fast:
         # generate() gets a text-only prompt: the media go in through fast.prefill below.

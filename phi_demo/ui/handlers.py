@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from ..chat import REQUEST_SETTINGS, prepare, stream_answer
-from ..contract import ChatEngine
+from ..contract import ChatEngine, Notice
 from ..conversation import Limits, Turn, normalize_history
 from ..errors import ModelUnavailable, UserInputError
 from ..settings import AppSettings, GenerationSettings
@@ -36,6 +36,12 @@ def stats_message(stats, attn: str | None) -> dict:
               f"total {stats.total_s:.2f} s · attention: {attn}")
     return {"role": "assistant", "content": detail,
             "metadata": {"title": "📊 " + stats.summary(), "status": "done"}}
+
+
+def notice_message(notice) -> dict:
+    """What a long prefill is doing, as a pending note in the chat (display only: a titled
+    message never reaches the prompt)."""
+    return {"role": "assistant", "content": "", "metadata": {"title": "⏳ " + notice.text, "status": "pending"}}
 
 
 def split_last_turn(history: list) -> tuple[list, dict | None]:
@@ -89,10 +95,12 @@ class ChatHandlers:
         yield shown, box
         cancel = threading.Event()
         try:
-            for text, stats in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
+            for text, extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
                 answer = [{"role": "assistant", "content": text}] if text else []
-                if stats is not None:
-                    answer.append(stats_message(stats, self.engine.attn))
+                if isinstance(extra, Notice):
+                    answer = [notice_message(extra)]  # until the first text arrives
+                elif extra is not None:
+                    answer.append(stats_message(extra, self.engine.attn))
                 yield shown + answer, gr.skip()
         except Exception as e:  # noqa: BLE001 - reported, and the chat is put back
             yield rollback_history, (message if restore_box else gr.skip())
@@ -127,7 +135,7 @@ class ChatHandlers:
         prepared = self._prepare(message, history, {k: v for k, v in values.items() if v is not None})
         cancel = threading.Event()
         try:
-            for text, _stats in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
+            for text, _extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
                 yield text
         except Exception as e:  # noqa: BLE001 - reported as a sentence
             raise shown_error(self._failure(e)) from None

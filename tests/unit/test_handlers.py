@@ -1,6 +1,7 @@
 """The UI handlers: what a person sees when something goes wrong, and that the chat survives."""
 
 import copy
+import re
 
 import gradio as gr
 import pytest
@@ -129,3 +130,28 @@ def test_model_unavailable_banner_says_how_to_fix():
     assert "unavailable" in banner and "--model" in banner and "tiny-random" in banner
     outs, err = run(h.submit({"text": "hi", "files": []}, [], GEN))
     assert outs[-1][0] == [] and "tiny-random" in str(err)
+
+
+def test_a_long_prefill_says_what_it_is_reading(handlers, monkeypatch):
+    from phi_demo.engine import generation
+
+    monkeypatch.setattr(generation, "NOTICE_TOKENS", 100)  # the tiny model's image prompt is ~700 tokens
+    outs = list(handlers.submit({"text": "Describe", "files": [IMAGE]}, [], GEN))
+    pending = [i for i, (h, _) in enumerate(outs) if (h[-1].get("metadata") or {}).get("status") == "pending"]
+    assert pending, "no notice before the first token"
+    note = outs[pending[0]][0][-1]["metadata"]["title"]
+    assert re.fullmatch(r"⏳ Reading the image: [\d,]+ tokens…", note), note
+    first_text = next(i for i, (h, _) in enumerate(outs) if h[-1]["role"] == "assistant" and h[-1]["content"])
+    assert pending[-1] < first_text  # shown before the answer, and gone once it streams
+    final = outs[-1][0]
+    assert not any((m.get("metadata") or {}).get("status") == "pending" for m in final)
+
+
+def test_prefill_notice_wording():
+    from phi_demo.conversation import ModelRequest
+    from phi_demo.engine.generation import prefill_notice
+
+    req = ModelRequest("p", images=[1, 2], audios=[3])
+    assert prefill_notice(req, 100) is None
+    assert prefill_notice(req, 1682).text == "Reading 2 images and the audio: 1,682 tokens…"
+    assert prefill_notice(req, 900, done=(2, 1)).text == "Reading the conversation: 900 tokens…"
