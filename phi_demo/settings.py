@@ -117,8 +117,10 @@ class AppSettings:
     max_audio_clips: int = field(default=4, metadata={"help": "most audio clips in one conversation"})
     max_audio_seconds: float = field(default=300.0, metadata={"help": "longest audio clip accepted, seconds"})
     max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
-    quantize: str = field(default="none", metadata={"help": "none, 4bit or 8bit (bitsandbytes; decoder only)",
-                                                    "choices": ("none", "4bit", "8bit")})
+    quantize: str = field(default="auto", metadata={
+        "help": "auto (int4 on a CPU that cannot hold bf16, or a CPU-only Space), none, int4 (CPU: decoder and "
+                "LM head), 4bit or 8bit (bitsandbytes, for a GPU; decoder only)",
+        "choices": ("auto", "none", "int4", "4bit", "8bit")})
     offload: bool = field(default=False, metadata={"help": "spread the model over GPU and CPU (accelerate)"})
     kv_reuse: bool = field(default=True, metadata={"help": "reuse the previous turn's KV cache in a chat"})
     fast_decode: bool = field(default=False, metadata={"help": "static KV cache + torch.compile'd decode step "

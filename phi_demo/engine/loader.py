@@ -21,11 +21,22 @@ from .worker import GenerationWorker
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
 def resolve_device(spec: str) -> str:
+    """auto: CUDA, else Apple's mps, else the CPU. An explicit device that is not there is refused."""
     if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else ("mps" if _mps_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailable("A CUDA device was asked for, but no CUDA GPU is visible. Use --device cpu.")
+    if spec == "mps" and not _mps_available():
+        raise ModelUnavailable("The mps device (Apple Silicon) was asked for, but torch reports it unavailable. "
+                               "Use --device cpu.")
+    if spec != "cpu" and not spec.startswith(("cuda", "mps")):
+        raise ModelUnavailable(f"Unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps.")
     return spec
 
 
@@ -36,6 +47,8 @@ def resolve_dtype(spec: str, device: str, tiny: bool) -> str:
         return "bfloat16"  # ZeroGPU's cards (A100/H200) all have it; its emulated CUDA cannot be asked
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device == "mps":
+        return "float32" if tiny else "float16"  # bf16 on mps needs macOS 14; fp16 runs everywhere
     # The real model in float32 would need ~22 GB of RAM; the tiny one is happiest in float32.
     return "float32" if tiny else "bfloat16"
 
@@ -49,6 +62,26 @@ def fix_vision_attention(model) -> int:
             module.is_causal = False
             n += 1
     return n
+
+
+class _NoPooling(torch.nn.Module):
+    """Stands in for the vision tower's attention-pooling head, whose output Phi-4 never uses."""
+
+    def forward(self, hidden_state, attention_mask=None):
+        return None
+
+
+def skip_vision_pooling(model) -> bool:
+    """Phi-4 takes its image features from the vision tower's hidden states; the SigLIP
+    pooling head's output is computed and thrown away. On the CPU in bf16 that head
+    (torch's MultiheadAttention with a padding mask) took 4-5 s and 5.4 GB per image at full
+    size, more than the rest of the vision tower. Returns whether it was there to remove."""
+    vision = getattr(getattr(getattr(model, "model", None), "embed_tokens_extend", None), "image_embed", None)
+    tower = getattr(vision, "img_processor", None)
+    if tower is None or not hasattr(tower, "head") or isinstance(tower.head, _NoPooling):
+        return False
+    tower.head = _NoPooling()
+    return True
 
 
 @dataclass
@@ -142,7 +175,7 @@ def quantization_config(kind: str, dtype: str):
                                   bnb_4bit_compute_dtype=getattr(torch, dtype), llm_int8_skip_modules=KEEP_UNQUANTIZED)
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=KEEP_UNQUANTIZED)
-    raise ModelUnavailable(f"Unknown quantization {kind!r}; choose 4bit or 8bit.")
+    raise ModelUnavailable(f"Unknown quantization {kind!r}; choose int4 (CPU), 4bit or 8bit (bitsandbytes, GPU).")
 
 
 def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str = "none",
@@ -150,25 +183,38 @@ def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str =
     from transformers import Phi4MultimodalForCausalLM
 
     start = time.perf_counter()
-    quant = quantization_config(quantize, dtype)
+    int4 = quantize == "int4"
+    quant = None if int4 else quantization_config(quantize, dtype)
     if quant is not None and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelUnavailable("--quantize needs bitsandbytes: pip install bitsandbytes.")
+    if int4:
+        from .int4 import check_kernel, load_int4
+
+        if device != "cpu" or offload:
+            raise ModelUnavailable("--quantize int4 is the CPU path; on a GPU use --quantize 4bit (bitsandbytes).")
+        problem = check_kernel()
+        if problem:
+            raise ModelUnavailable(f"--quantize int4 cannot run here: {problem}. Use --quantize none.")
     try:
         processor = load_processor(folder)
         # Under ZeroGPU, CUDA is emulated until a request runs: load on the CPU, then .to()
         # records the move, as ZeroGPU asks. --offload lets accelerate place layers on the
         # GPU until it is full and the rest in CPU memory.
         load_on = "cpu" if zerogpu.enabled() else ("auto" if offload else device)
-        model = Phi4MultimodalForCausalLM.from_pretrained(
-            folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=load_on,
-            quantization_config=quant,
-        ).eval()
+        if int4:
+            model = load_int4(folder, getattr(torch, dtype), attn)
+        else:
+            model = Phi4MultimodalForCausalLM.from_pretrained(
+                folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=load_on,
+                quantization_config=quant,
+            ).eval()
 
     except torch.OutOfMemoryError as e:
         raise ModelUnavailable(f"Not enough GPU memory to load the model in {dtype}: {e}. Try --device cpu.") from e
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelUnavailable(f"The model in {folder} could not be loaded: {str(e).splitlines()[0][:300]}. {HOW_TO_FIX}") from e
     fix_vision_attention(model)
+    skip_vision_pooling(model)
     adapters = []
     for name, sub in ADAPTERS.items():
         if (Path(folder) / sub / "adapter_config.json").is_file():

@@ -17,6 +17,7 @@ from ..stats import EngineStatus
 from . import sources
 from .attention import attention_options, resolve_attention
 from .cache import ModelCache, ModelKey
+from .fit import available_bytes, bf16_bytes_needed, choose_quantize
 from .generation import GenerationStats, stream_generate
 from .loader import load_model, resolve_device, resolve_dtype
 
@@ -42,10 +43,18 @@ class Engine:
         # flash_attention_2 without flash-attn) is refused: nothing is loaded in its place.
         self.config_error: str | None = None
         self.device, self.dtype, self.attn = settings.device, settings.dtype, settings.attn
+        self.quantize, self.quantize_reason = settings.quantize, ""
         try:
             self.device = resolve_device(settings.device)
             self.dtype = resolve_dtype(settings.dtype, self.device, self.is_tiny)
             self.attn = resolve_attention(settings.attn, self.device)
+            local = settings.model if sources.is_local_model(settings.model) else None
+            self.quantize, self.quantize_reason = choose_quantize(
+                settings.quantize, self.device, self.is_tiny, self.on_space, bf16_bytes_needed(local), available_bytes())
+            if self.quantize == "int4" and self.device != "cpu":
+                raise ValueError("--quantize int4 is the CPU path; on a GPU use --quantize 4bit (bitsandbytes).")
+            if self.quantize == "int4" and self.dtype == "float16":
+                self.dtype = "bfloat16"
         except (ModelUnavailable, ValueError) as e:
             self.config_error = (f"The app was started with a setting it cannot honour: {e} "
                                  "Nothing was loaded; start it again with settings this machine supports.")
@@ -76,8 +85,12 @@ class Engine:
             "load_seconds": round(loaded.load_seconds, 2),
             "weights_gb": round(loaded.memory_bytes / 1e9, 3),
         }
-        if self.settings.quantize != "none":
-            info["quantized"] = f"{self.settings.quantize} (decoder; encoders and adapters in {loaded.dtype})"
+        if self.quantize == "int4":
+            info["quantized"] = (self.quantize_reason or "int4") + \
+                f" (decoder and LM head; encoders and adapters in {loaded.dtype})"
+        elif self.quantize != "none":
+            slow = " — slow on a CPU: use int4 there" if loaded.device == "cpu" else ""
+            info["quantized"] = f"{self.quantize} (bitsandbytes; decoder; encoders and adapters in {loaded.dtype}){slow}"
         if self.settings.offload:
             devices = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()}
             info["placement"] = ", ".join(sorted(devices)) or str(loaded.model.device)
@@ -101,7 +114,7 @@ class Engine:
         attn = attn or self.attn
         revision = None if self.is_tiny or sources.is_local_model(self.settings.model) else self.settings.revision
         return ModelKey(self.settings.model, revision, self.device, self.dtype, attn,
-                        self.settings.quantize, self.settings.offload)
+                        self.quantize, self.settings.offload)
 
     def _load(self, key: ModelKey):
         folder = sources.resolve(key.source, key.revision, self.settings.offline,
@@ -140,7 +153,7 @@ class Engine:
         with self._generate_lock:
             if loaded.fast is not None or loaded.fast_error is not None:
                 return
-            if self.settings.quantize != "none" or self.settings.offload:
+            if self.quantize != "none" or self.settings.offload:
                 loaded.fast_error = "not with --quantize or --offload (transformers does not compile those)"
                 return
             self._set_state("loading", "Compiling the decode step for fast decode (one to a few minutes)…")

@@ -280,3 +280,31 @@ def test_process_exits_cleanly_after_a_model_is_released(tiny_folder):
     for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "released" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_the_unused_vision_pooling_head_is_not_run(tiny_folder):
+    """Phi-4 reads the vision tower's hidden states; its pooling head (4-5 s and 5.4 GB per image
+    at full size on the CPU) is skipped, and the model's output is exactly the same."""
+    from transformers import Phi4MultimodalForCausalLM
+
+    from phi_demo.engine.generation import prepare_inputs
+    from phi_demo.engine.loader import skip_vision_pooling
+
+    loaded = load_model(tiny_folder, "cpu", "float32", "sdpa")
+    tower = loaded.model.model.embed_tokens_extend.image_embed.img_processor
+    assert not skip_vision_pooling(loaded.model)  # the loader already did it
+    reference = Phi4MultimodalForCausalLM.from_pretrained(tiny_folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+    fix_vision_attention(reference)
+    calls = []
+    reference.model.embed_tokens_extend.image_embed.img_processor.head.register_forward_hook(
+        lambda *a: calls.append(1))
+    request = build_request([Turn("user", "What is this?", ("assets/example_image.png",))])
+    inputs = prepare_inputs(loaded, request)
+    from peft.functional import set_adapter
+
+    set_adapter(loaded.model, [])  # the reference has no adapters
+    with torch.inference_mode():
+        ours = loaded.model(**inputs).logits
+        theirs = reference(**inputs).logits
+    assert calls == [1] and type(tower.head).__name__ == "_NoPooling"
+    assert torch.equal(ours, theirs)

@@ -1,0 +1,174 @@
+"""--quantize int4 on the CPU (decoder and LM head over torch's int4 kernel), the checkpoint
+writer, and the choice of weights that fit the machine."""
+
+import threading
+
+import pytest
+import torch
+
+from phi_demo.contract import collect
+from phi_demo.conversation import Turn, build_request
+from phi_demo.engine import Engine
+from phi_demo.engine.fit import choose_quantize
+from phi_demo.engine.int4 import PREFILL_ROWS, Int4Linear, check_kernel, quantized_modules
+from phi_demo.errors import ModelUnavailable
+from phi_demo.settings import AppSettings, GenerationSettings
+from tests.helpers import ROOT
+
+IMAGE, AUDIO = str(ROOT / "assets" / "example_image.png"), str(ROOT / "assets" / "example_question.wav")
+GEN = GenerationSettings(max_new_tokens=12, min_new_tokens=12)
+
+
+def test_the_kernel_runs_here_and_its_layout_is_understood():
+    assert check_kernel() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_layer_matches_its_dequantized_weights_for_short_and_long_inputs(dtype):
+    torch.manual_seed(0)
+    w = torch.randn(200, 384)  # 200 rows: padded to the kernel's blocks of 64
+    layer = Int4Linear.from_weight(w, torch.randn(200), dtype)
+    dense_w = layer.dequantized_t()[:, :200].float()
+    assert float((dense_w.T - w).norm() / w.norm()) < 0.12  # group-wise int4 on Gaussian weights
+    for rows in (1, PREFILL_ROWS, PREFILL_ROWS + 1, 300):  # the kernel, then the dequantized path
+        x = torch.randn(rows, 384)
+        got = layer(x.to(dtype)).float()
+        want = x.to(dtype).float() @ dense_w + layer.bias.float()
+        assert got.shape == (rows, 200)
+        assert float((got - want).norm() / want.norm()) < (1e-5 if dtype == torch.float32 else 2e-2), rows
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_folder):
+    from phi_demo.checkpoint import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def test_the_checkpoint_writer_uses_the_hub_layout_and_answers_as_the_tiny_model(checkpoint, engine):
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "chat_template.jinja",
+            "processor_config.json", "vision-lora", "speech-lora"} <= names
+    assert len([n for n in names if n.startswith("model-0")]) > 1  # sharded
+    from_disk = Engine(AppSettings(model=str(checkpoint), dtype="float32"))  # as the built-in tiny runs
+    try:
+        for files in ((), (IMAGE,), (AUDIO,)):
+            request = build_request([Turn("user", "Describe", files)], "Be brief.")
+            assert collect(from_disk.stream(request, GEN, threading.Event()))[0] == \
+                collect(engine.stream(request, GEN, threading.Event()))[0], files
+    finally:
+        from_disk.cache.release()
+
+
+@pytest.fixture(scope="module")
+def int4_engine(checkpoint):
+    e = Engine(AppSettings(model=str(checkpoint), quantize="int4", dtype="bfloat16"))
+    e.load()
+    yield e
+    e.cache.release()
+
+
+def test_only_the_decoder_and_lm_head_are_quantized(int4_engine):
+    loaded = int4_engine.load()
+    names = quantized_modules(loaded.model)
+    assert "lm_head" in names and len(names) == 1 + 4 * loaded.model.config.num_hidden_layers
+    assert all(n == "lm_head" or n.startswith("model.layers.") for n in names)
+    assert not any("embed_tokens_extend" in n for n in names)  # the vision and audio encoders stay whole
+    assert loaded.adapters == ["vision", "speech"]
+    assert "int4 (decoder and LM head" in int4_engine.status().info["quantized"]
+
+
+@pytest.mark.parametrize("files,adapter", [((), None), ((IMAGE,), "vision"), ((AUDIO,), "speech"),
+                                           ((IMAGE, AUDIO), "vision")])
+def test_int4_answers_with_the_right_adapter(int4_engine, files, adapter):
+    from peft.tuners.lora import LoraLayer
+
+    request = build_request([Turn("user", "What is this?", files)])
+    text, stats = collect(int4_engine.stream(request, GEN, threading.Event()))
+    assert stats.new_tokens == 12 and text
+    loaded = int4_engine.load()
+    layer = next(m for m in loaded.model.modules() if isinstance(m, LoraLayer))
+    assert (layer.active_adapters or [None])[0] == adapter or (adapter is None and not layer.active_adapters)
+
+
+def test_int4_answers_are_the_same_with_and_without_kv_reuse(int4_engine):
+    history = [Turn("user", "Look", (IMAGE,))]
+    answers = {}
+    for reuse in (True, False):
+        int4_engine.kv_reuse = reuse
+        int4_engine.load().prefix_cache.clear()
+        turns, got = list(history), []
+        for q in ("And now?", "Once more?"):
+            text, stats = collect(int4_engine.stream(build_request(turns), GEN, threading.Event()))
+            got.append((text, stats.cached_tokens > 0))
+            turns += [Turn("assistant", text), Turn("user", q)]
+        answers[reuse] = got
+    int4_engine.kv_reuse = True
+    assert [t for t, _ in answers[True]] == [t for t, _ in answers[False]]
+    assert answers[True][1][1] and not answers[False][1][1]
+
+
+def test_unsupported_combinations_get_one_clear_line(checkpoint):
+    from phi_demo.engine.loader import load_model
+
+    with pytest.raises(ModelUnavailable, match="int4 is the CPU path"):
+        load_model(checkpoint, "cpu", "bfloat16", "sdpa", quantize="int4", offload=True)
+    e = Engine(AppSettings(model=str(checkpoint), quantize="int4", device="cuda"))
+    assert e.config_error  # no GPU here, or int4 refused on it: either way nothing loads
+    fast = Engine(AppSettings(model=str(checkpoint), quantize="int4", dtype="bfloat16", fast_decode=True))
+    try:
+        fast.load()
+        assert fast.status().info["fast_decode"] == \
+            "off: not with --quantize or --offload (transformers does not compile those)"
+    finally:
+        fast.cache.release()
+
+
+@pytest.mark.parametrize("spec,device,tiny,space,available,kind", [
+    ("auto", "cpu", False, False, 8e9, "int4"),     # a 16 GB laptop with 8 GB free
+    ("auto", "cpu", False, False, 64e9, "none"),    # plenty of memory: bf16
+    ("auto", "cpu", False, True, 64e9, "int4"),     # a CPU-only Space
+    ("auto", "cuda", False, True, 1e9, "none"),     # GPUs: bf16 (or 4bit when asked)
+    ("auto", "cpu", True, True, 1e9, "none"),       # the tiny model never needs it
+    ("none", "cpu", False, True, 1e9, "none"),      # --quantize none overrides
+    ("4bit", "cuda", False, False, 1e9, "4bit"),
+])
+def test_auto_quantize_fits_the_machine(spec, device, tiny, space, available, kind):
+    got, why = choose_quantize(spec, device, tiny, space, 14.8e9, available)
+    assert got == kind
+    if spec == "auto" and kind == "int4" and not space:
+        assert why == "int4 to fit this machine: bf16 needs 14.8 GB, 8.0 GB is available"
+
+
+def test_engine_picks_int4_for_a_big_model_on_a_small_machine(checkpoint, monkeypatch):
+    from phi_demo.engine import service
+
+    monkeypatch.setattr(service, "available_bytes", lambda: 1e6)  # this machine "has" 1 MB free
+    e = Engine(AppSettings(model=str(checkpoint)))
+    assert e.quantize == "int4" and e.quantize_reason.startswith("int4 to fit this machine")
+    assert Engine(AppSettings(model=str(checkpoint), quantize="none")).quantize == "none"
+
+
+def test_mps_is_picked_when_torch_reports_it(monkeypatch):
+    """Untested on a Mac: only the choice is checked here."""
+    from phi_demo.engine import loader
+
+    monkeypatch.setattr(loader.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loader, "_mps_available", lambda: True)
+    assert loader.resolve_device("auto") == "mps" and loader.resolve_device("mps") == "mps"
+    assert loader.resolve_dtype("auto", "mps", tiny=False) == "float16"
+    monkeypatch.setattr(loader, "_mps_available", lambda: False)
+    assert loader.resolve_device("auto") == "cpu"
+    with pytest.raises(ModelUnavailable, match="mps device"):
+        loader.resolve_device("mps")
+
+
+def test_packing_in_chunks_of_rows_equals_packing_at_once(monkeypatch):
+    from phi_demo.engine import int4
+
+    torch.manual_seed(1)
+    w = torch.randn(300, 256)
+    whole = int4.quantize_weight(w, 128, torch.bfloat16)
+    monkeypatch.setattr(int4, "CHUNK_ROWS", 128)  # 128, 128 and a padded 44
+    chunked = int4.quantize_weight(w, 128, torch.bfloat16)
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
