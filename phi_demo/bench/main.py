@@ -21,10 +21,12 @@ from .common import (
 from .fast import fast_rows, gpu_bandwidth
 from .live import live_rows
 from .prefill import prefill_rows
+from .quant import checkpoint_for, quant_rows
+from .quant import worker as quant_worker
 from .reuse import reuse_rows
 from .server import RemoteClient, client_loop, server_stream
 
-SECTIONS = ("prefill", "reuse", "live", "fast")
+SECTIONS = ("prefill", "reuse", "live", "fast", "quant")
 
 
 def main(argv=None) -> int:
@@ -46,13 +48,22 @@ def main(argv=None) -> int:
                    help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
     p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
     p.add_argument("--out", default=None, help="append the report (markdown) to this file")
+    p.add_argument("--checkpoint", default=None,
+                   help="quant section: the checkpoint folder to load (default: one written for --model in the cache)")
+    p.add_argument("--quant-variants", default="none,int4",
+                   help="quant section: weights to compare with bf16 (none = bf16; int4, 4bit, 8bit)")
     p.add_argument("--client-for", default=None, help=argparse.SUPPRESS)  # the client process (RemoteClient)
+    p.add_argument("--quant-worker", default=None, help=argparse.SUPPRESS)  # one variant of the quant section
+    p.add_argument("--quantize", default="none", help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.client_for:
         return client_loop(args.client_for)
+    if args.quant_worker:
+        return quant_worker(args.quant_worker, args.quantize, args.new_tokens or 32, args.worker_out)
     runs = args.runs or (3 if args.quick else 5)
     if args.sections is None:
-        args.sections = "prefill,reuse,live" if args.quick else ",".join(SECTIONS)
+        args.sections = "prefill,reuse,live" if args.quick else "prefill,reuse,live,fast"
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sorted(sections - set(SECTIONS))
     if unknown:  # never measure for minutes what was not asked for
@@ -83,6 +94,17 @@ def main(argv=None) -> int:
               f"Command: `python -m phi_demo.bench {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
               f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}.", ""]
     summary = None
+    quant_summary = ""
+    if "quant" in sections:
+        folder = args.checkpoint or checkpoint_for(args.model)
+        variants = [v.strip() for v in args.quant_variants.split(",") if v.strip()]
+        if "none" not in variants:
+            variants.insert(0, "none")
+        lines, quant_summary = quant_rows(folder, variants, args.new_tokens or 32, f"{args.model}, cpu")
+        report += [f"### Weights: bf16 and {', '.join(v for v in variants if v != 'none')} (loaded from {folder}, "
+                   f"CPU, sdpa, {args.new_tokens or 32} new tokens for decode)", ""] + lines + [""]
+    if sections == {"quant"}:
+        names = []  # the quant section alone: no three-path comparison
     for attn in names:
         settings = AppSettings(model=args.model, device=device, dtype=dtype, attn=attn, host="127.0.0.1",
                                compile_backend=args.compile_backend)
@@ -175,7 +197,9 @@ def main(argv=None) -> int:
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(text + "\n")
-    print(summary)
+    for line in (summary, quant_summary):
+        if line:
+            print(line)
     return 0
 
 

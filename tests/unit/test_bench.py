@@ -43,3 +43,16 @@ def test_unknown_sections_are_refused_at_once():
     assert proc.returncode == 2
     assert "unknown section(s) quant; known: prefill, reuse, live, fast" in proc.stderr
     assert "stream/raw" not in proc.stdout  # nothing was measured
+
+
+def test_quant_section_ends_with_its_summary_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "phi_demo.bench", "--model", "tiny-random", "--sections", "quant", "--new-tokens", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("| bf16 |", "| int4 |", "| image 1344 |", "| audio 30 s |", "| int4 | image 448 (example) |"):
+        assert row in proc.stdout, row
+    assert "stream/raw" not in proc.stdout  # the quant section alone
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"int4/bf16 decode ratio: \d+\.\d\d \(tiny-random, cpu\); image prefill ratio \d+\.\d\d; "
+                        r"resident int4 \d+\.\d GB, bf16 \d+\.\d GB; peak load int4 \d+\.\d GB", last), last
