@@ -111,4 +111,4 @@ def test_cpu_only_space_says_the_full_model_is_too_slow(monkeypatch):
     monkeypatch.setenv("SPACE_ID", "me/phi-demo")
     settings = AppSettings(offline=True)
     banner = ChatHandlers(Engine(settings), settings).banner_markdown()
-    assert "no GPU" in banner and "PHI_DEMO_MODEL=tiny-random" in banner
+    assert "no GPU" in banner and "PHI_DEMO_MODEL=tiny-random" in banner and "int4 weights" in banner
