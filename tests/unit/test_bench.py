@@ -38,10 +38,10 @@ def test_summary_names_the_attention_asked_for():
 
 
 def test_unknown_sections_are_refused_at_once():
-    proc = subprocess.run([sys.executable, "-m", "phi_demo.bench", "--sections", "quant,reuse"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "phi_demo.bench", "--sections", "quantum,reuse"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "unknown section(s) quant; known: prefill, reuse, live, fast" in proc.stderr
+    assert "unknown section(s) quantum; known: prefill, reuse, live, fast, quant" in proc.stderr
     assert "stream/raw" not in proc.stdout  # nothing was measured
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from phi_demo.contract import Notice, collect
 from phi_demo.conversation import Turn, build_request
 from phi_demo.engine import Engine, ModelCache, ModelKey
 from phi_demo.engine.generation import GenerationStats, stream_generate
@@ -187,8 +188,10 @@ def _request(assets, files=()):
 
 def _run(engine, request, gen, cancel=None):
     pieces = list(engine.stream(request, gen, cancel or threading.Event()))
+    # The stream's shape: perhaps a Notice first, then text, then exactly one GenerationStats.
     assert isinstance(pieces[-1], GenerationStats)
-    return "".join(pieces[:-1]), pieces[-1]
+    assert all(isinstance(p, str) for p in pieces[1:-1]) and isinstance(pieces[0], (str, Notice, GenerationStats))
+    return collect(pieces)
 
 
 @pytest.mark.parametrize("files", [(), ("example_image.png",), ("example_question.wav",),

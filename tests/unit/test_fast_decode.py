@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from phi_demo.contract import collect
 from phi_demo.conversation import Turn, build_request
 from phi_demo.engine import Engine
 from phi_demo.engine.fast_decode import FastDecode, length_limit
@@ -33,8 +34,8 @@ def chat(engine, assets, turns, gen=GEN):
     history, out = [], []
     for text, files in turns:
         history.append(Turn("user", text, tuple(str(assets / f) for f in files)))
-        pieces = list(engine.stream(build_request(history, "You are a helpful assistant."), gen, threading.Event()))
-        answer, stats = "".join(pieces[:-1]), pieces[-1]
+        answer, stats = collect(engine.stream(build_request(history, "You are a helpful assistant."), gen,
+                                              threading.Event()))
         history.append(Turn("assistant", answer))
         out.append((answer, stats))
     return out
@@ -156,8 +157,7 @@ def test_inductor_compiles_and_matches(engine, tiny_folder, assets):
 def test_retry_and_undo_reuse_the_static_cache_and_match(engine, fast_engine, assets):
     """Retry sends the same prompt again, undo a shorter one: both crop the static cache."""
     def ask(e, history):
-        pieces = list(e.stream(build_request(history, "Be brief."), GEN, threading.Event()))
-        return "".join(pieces[:-1]), pieces[-1]
+        return collect(e.stream(build_request(history, "Be brief."), GEN, threading.Event()))
 
     image = str(assets / IMAGE)
     first = [Turn("user", "Look at this.", (image,))]

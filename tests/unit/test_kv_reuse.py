@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from phi_demo.contract import collect
 from phi_demo.conversation import Turn, build_request
 from phi_demo.settings import GenerationSettings
 from tests.helpers import ROOT
@@ -15,8 +16,7 @@ GEN = GenerationSettings(max_new_tokens=12)
 
 
 def answer(engine, turns):
-    pieces = list(engine.stream(build_request(turns, "Be brief."), GEN, threading.Event()))
-    return "".join(pieces[:-1]), pieces[-1]
+    return collect(engine.stream(build_request(turns, "Be brief."), GEN, threading.Event()))
 
 
 def chat(engine, user_turns, reuse):
