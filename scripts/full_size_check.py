@@ -69,8 +69,9 @@ def main() -> int:
             first = None
             job = client.submit({"text": "Describe this.", "files": files}, [], api_name="/chat",
                                 max_new_tokens=args.tokens)
-            for _ in job:
-                first = first or time.perf_counter() - t
+            for partial in job:
+                if partial:
+                    first = first or time.perf_counter() - t
             total = time.perf_counter() - t
             rss, peak = memory(server.pid)
             print(f"{label}: first text after {first or total:.1f} s, done in {total:.1f} s "

@@ -135,8 +135,9 @@ class ChatHandlers:
         prepared = self._prepare(message, history, {k: v for k, v in values.items() if v is not None})
         cancel = threading.Event()
         try:
-            for text, _extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
-                yield text
+            for text, extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
+                if not isinstance(extra, Notice):  # /chat streams answer text only
+                    yield text
         except Exception as e:  # noqa: BLE001 - reported as a sentence
             raise shown_error(self._failure(e)) from None
         finally:
