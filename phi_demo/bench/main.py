@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     report = [f"## {args.model} on {device} ({dtype})", "",
               f"Machine: {machine()}; {versions()}.  ",
               f"Command: `python -m phi_demo.bench {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
-              f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}.", ""]
+              f"Runs: median of {runs}; {n} new tokens forced (EOS ignored); date {time.strftime('%Y-%m-%d')}."
+              if sections != {"quant"} else f"Date {time.strftime('%Y-%m-%d')}.", ""]
     summary = None
     quant_summary = ""
     if "quant" in sections:

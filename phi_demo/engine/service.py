@@ -11,6 +11,7 @@ from typing import Iterator
 
 import torch
 
+from ..contract import Piece
 from ..errors import HOW_TO_FIX, ModelUnavailable, UserInputError
 from ..settings import TINY_MODEL, AppSettings, GenerationSettings
 from ..stats import EngineStatus
@@ -18,7 +19,7 @@ from . import sources
 from .attention import attention_options, resolve_attention
 from .cache import ModelCache, ModelKey
 from .fit import available_bytes, bf16_bytes_needed, choose_quantize
-from .generation import GenerationStats, stream_generate
+from .generation import stream_generate
 from .loader import load_model, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,8 @@ class Engine:
         return attn
 
     # --- generation --------------------------------------------------------------
-    def stream(self, request, gen: GenerationSettings, cancel: threading.Event) -> Iterator[str | GenerationStats]:
-        """Text pieces of one answer, then its GenerationStats."""
+    def stream(self, request, gen: GenerationSettings, cancel: threading.Event) -> Iterator[Piece]:
+        """A Notice before a long prefill, text pieces of one answer, then its GenerationStats."""
         self.load()
         with self._generate_lock:
             if cancel.is_set():
