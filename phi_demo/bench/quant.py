@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..soak import rss_mb
 from .common import BENCH_QUESTION, BENCH_SYSTEM, ROOT
 
 GREEDY_TOKENS = 64
@@ -30,11 +31,7 @@ PREFILL_RUNS = 2
 
 
 def rss_bytes() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024.0
-    return float("nan")
+    return rss_mb() * 1024 * 1024  # the app's one reader of /proc
 
 
 class PeakSampler:

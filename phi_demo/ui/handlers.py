@@ -195,7 +195,7 @@ class ChatHandlers:
         off = [f"{o.name}: {o.reason}" for o in options if not o.available]
         return "Unavailable here — " + "; ".join(off) if off else "All implementations can run here."
 
-    def change_attention(self, choice, seen):
+    def change_attention(self, choice):
         """The sidebar's attention radio: switch the shared model for everyone, once the
         running answer ends. Returns (radio value, model facts, what this tab has seen)."""
         if choice == self.engine.attn:

@@ -112,7 +112,7 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         demo.load(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
         # Attention belongs to the shared model: a change waits for the running answer and
         # applies to everyone; every tab polls for changes made elsewhere.
-        attn.change(h.change_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private",
+        attn.change(h.change_attention, [attn], [attn, model_md, seen_attn], api_visibility="private",
                     concurrency_id="attention")
         attn_timer = gr.Timer(2.0, active=bool(options))
         attn_timer.tick(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private",

@@ -77,7 +77,7 @@ def test_another_tab_is_told_of_an_attention_change(engine, monkeypatch):
     _, _, seen_a = h.sync_attention(start, None)  # tab A opens
     _, _, seen_b = h.sync_attention(start, None)  # tab B opens
     try:
-        value, _, seen_b = h.change_attention(other, seen_b)  # B switches
+        value, _, seen_b = h.change_attention(other)  # B switches
         assert value == other and engine.attn == other and "for every user" in infos[-1]
         value, _md, seen_a = h.sync_attention(start, seen_a)  # A's poll
         assert value == other and f"Another user switched the attention implementation to {other}" in infos[-1]

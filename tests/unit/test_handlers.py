@@ -106,7 +106,7 @@ def test_attention_choice_that_cannot_run_is_refused(handlers, engine):
     orig = gr.Warning
     gr.Warning = lambda msg, *a, **k: warnings.append(msg)
     try:
-        value, _, _ = handlers.change_attention("flash_attention_2", None)
+        value, _, _ = handlers.change_attention("flash_attention_2")
     finally:
         gr.Warning = orig
     assert value == engine.attn and warnings == ["flash_attention_2 cannot be used here: needs a CUDA GPU."]
