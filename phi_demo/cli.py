@@ -16,7 +16,7 @@ from .errors import ModelUnavailable, SettingError, UserInputError
 from .settings import AppSettings, GenerationSettings
 
 MODEL_FLAGS = ("model", "revision", "device", "dtype", "attn", "system_prompt", "max_new_tokens",
-               "max_images", "max_audio_clips", "max_audio_seconds", "offline")
+               "max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds", "offline")
 EXIT_BAD_INPUT, EXIT_NO_MODEL, EXIT_FAILED = 2, 3, 1
 
 
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--image", action="append", default=[], help="image file or http(s) URL (repeatable)")
     ask.add_argument("--audio", action="append", default=[], help="audio file or http(s) URL (repeatable)")
+    ask.add_argument("--video", action="append", default=[],
+                     help="video file or http(s) URL (repeatable): evenly spaced frames and its sound")
+    ask.add_argument("--pdf", action="append", default=[],
+                     help="PDF file or http(s) URL (repeatable): its pages, or those the question names "
+                          "(\"pages 2-3\")")
 
     tr = sub.add_parser("transcribe", help="transcribe (or translate) speech")
     tr.add_argument("audio", help="audio file or http(s) URL")
@@ -70,13 +75,13 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                                          seed=args.seed)
     if args.command == "ask":
         question = args.question
-        files = [_local(f, args.allow_private_urls) for f in args.image + args.audio]
+        files = [_local(f, args.allow_private_urls) for f in args.image + args.audio + args.video + args.pdf]
         system_prompt = settings.system_prompt
     else:
         question = instruction(args.language, args.task)
         files = [_local(args.audio, args.allow_private_urls)]
         system_prompt = ""
-    limits = Limits(settings.max_images, settings.max_audio_clips, settings.max_audio_seconds)
+    limits = Limits.from_settings(settings)
     turn = Turn("user", question.strip(), tuple(files))
     if not turn.text and not turn.files:
         raise UserInputError("The question is empty.")
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     if args.json:
         record = {
             "command": args.command, "prompt": request.prompt,
-            "inputs": {"text": question, "files": list(args.image + args.audio) if args.command == "ask" else [args.audio],
+            "inputs": {"text": question, "files": list(args.image + args.audio + args.video + args.pdf) if args.command == "ask" else [args.audio],
                        "local_files": files},
             "answer": answer,
             "settings": {"model": settings.model, "revision": engine.key().revision, "device": loaded.device,

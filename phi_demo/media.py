@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserInputError
+from .lru import ByteLRU
 
 SAMPLE_RATE = 16_000
 # Phi-4's image processor tiles into at most 36 crops of 448 px; beyond this side
@@ -30,26 +31,33 @@ SILENCE_PEAK = 1e-4
 # short side under 10 px and it refuses the image ("the aspect ratio is very extreme").
 MAX_ASPECT = 36
 
+_probed = ByteLRU(1 << 20, lambda kind: 1, max_items=4096)
+
 # What the app takes, for the sentence that refuses anything else.
 IMAGE_FORMATS = "PNG, JPEG, GIF, WebP, BMP, TIFF"
 AUDIO_FORMATS = "WAV, FLAC, MP3, Ogg/Opus, WebM, M4A/MP4, AAC"
+VIDEO_FORMATS = "MP4, WebM, MOV, MKV"
 # The first bytes of each format, so that a file is typed by what it is: the official JS
 # client uploads a Blob as "blob", with no extension, and a name can lie either way.
 _SIGNATURES = [
     (0, b"\x89PNG\r\n\x1a\n", "image"), (0, b"\xff\xd8\xff", "image"), (0, b"GIF87a", "image"),
     (0, b"GIF89a", "image"), (0, b"BM", "image"), (0, b"II*\x00", "image"), (0, b"MM\x00*", "image"),
     (0, b"RIFF", "riff"), (0, b"fLaC", "audio"), (0, b"OggS", "audio"), (0, b"ID3", "audio"),
-    (0, b"\x1a\x45\xdf\xa3", "audio"), (4, b"ftyp", "audio"), (0, b"FORM", "audio"),
+    (0, b"FORM", "audio"), (0, b"%PDF-", "pdf"),
+    # Containers that hold sound, pictures or both (webm/mkv, mp4/m4a/mov): PyAV looks inside.
+    (0, b"\x1a\x45\xdf\xa3", "container"), (4, b"ftyp", "container"), (4, b"moov", "container"),
+    (4, b"mdat", "container"), (4, b"wide", "container"), (4, b"free", "container"),
 ]
-_MIME_KINDS = {"image/": "image", "audio/": "audio"}
+_MIME_KINDS = {"image/": "image", "audio/": "audio", "video/": "video", "application/pdf": "pdf"}
+KINDS = ("image", "audio", "video", "pdf")
 
 
 def sniff(head: bytes) -> str | None:
-    """'image', 'audio' or None from a file's first bytes."""
+    """'image', 'audio', 'pdf', 'container' (look inside) or None from a file's first bytes."""
     for offset, magic, kind in _SIGNATURES:
         if head[offset:offset + len(magic)] == magic:
-            if kind == "riff":  # RIFF holds WAVE audio or WebP images (and AVI, which we do not take)
-                return {b"WAVE": "audio", b"WEBP": "image"}.get(head[8:12])
+            if kind == "riff":  # RIFF holds WAVE audio, WebP images or AVI video
+                return {b"WAVE": "audio", b"WEBP": "image", b"AVI ": "container"}.get(head[8:12])
             return kind
     if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
         return "audio"  # an MPEG audio frame (MP3 without a tag) or AAC in ADTS
@@ -57,24 +65,36 @@ def sniff(head: bytes) -> str | None:
 
 
 def kind_of(path: str | os.PathLike, mime_type: str | None = None) -> str:
-    """'image' or 'audio', decided by the file's content (then by the upload's mime type),
-    never by its name; raises a UserInputError for anything else."""
+    """'image', 'audio', 'video' or 'pdf', decided by the file's content (then by the upload's
+    mime type), never by its name; raises a UserInputError for anything else. A container
+    with pictures is a video; one with sound only (m4a, a webm voice note) is audio."""
     name = Path(path).name or str(path)
     try:
         if not os.path.isfile(path):  # a folder, a device or a pipe (reading one could block)
             raise OSError
         with open(path, "rb") as fh:
             head = fh.read(16)
+        st = os.stat(path)
     except (OSError, ValueError):  # ValueError: a path with a NUL byte in it
         raise UserInputError(f"{name}: the file could not be read; please attach it again.") from None
     if not head:
         raise UserInputError(f"{name}: the file is empty (0 bytes).")
     kind = sniff(head)
+    if kind == "container":
+        from .video import probe
+
+        # Every turn types its whole history again; opening a container costs milliseconds.
+        kind = _probed.get_or_make((str(path), st.st_mtime_ns, st.st_size), lambda: probe(path))
+        if kind == "nothing":
+            raise UserInputError(f"{name}: the file holds neither a picture nor sound.")
+        if kind == "damaged":
+            raise UserInputError(f"{name}: the video or audio file is damaged or truncated and cannot be read.")
     if kind is None and mime_type:
         kind = next((k for prefix, k in _MIME_KINDS.items() if str(mime_type).startswith(prefix)), None)
     if kind is None:
-        raise UserInputError(f"{name}: this is neither an image nor audio the app can read. "
-                             f"Send images ({IMAGE_FORMATS}) or audio ({AUDIO_FORMATS}).")
+        raise UserInputError(f"{name}: this is not an image, audio, a video or a PDF the app can read. "
+                             f"Send images ({IMAGE_FORMATS}), audio ({AUDIO_FORMATS}), "
+                             f"videos ({VIDEO_FORMATS}) or PDFs.")
     return kind
 
 

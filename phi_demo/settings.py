@@ -116,6 +116,9 @@ class AppSettings:
     max_images: int = field(default=8, metadata={"help": "most images in one conversation"})
     max_audio_clips: int = field(default=4, metadata={"help": "most audio clips in one conversation"})
     max_audio_seconds: float = field(default=300.0, metadata={"help": "longest audio clip accepted, seconds"})
+    max_video_frames: int = field(default=8, metadata={
+        "help": "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"})
+    max_video_seconds: float = field(default=300.0, metadata={"help": "longest video accepted, seconds"})
     max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
     quantize: str = field(default="auto", metadata={
         "help": "auto (int4 on a CPU that cannot hold bf16, or a CPU-only Space), none, int4 (CPU: decoder and "

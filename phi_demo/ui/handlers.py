@@ -67,8 +67,7 @@ class ChatHandlers:
     def __init__(self, engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[str, ...] = ()):
         self.engine = engine
         self.settings = settings
-        self.limits = Limits(settings.max_images, settings.max_audio_clips, settings.max_audio_seconds,
-                             allowed_roots=allowed_roots)
+        self.limits = Limits.from_settings(settings, allowed_roots)
 
     # --- chat ------------------------------------------------------------------
     def _prepare(self, message, history, values: dict):

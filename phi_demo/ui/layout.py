@@ -15,6 +15,9 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
     [{"text": "What is in this picture?", "files": [str(ASSETS / "example_image.png")]}],
     [{"text": "Answer the spoken question.", "files": [str(ASSETS / "example_question.wav")]}],
+    [{"text": "What happens in this video, and what does the voice say?", "files": [str(ASSETS / "example_clip.mp4")]}],
+    [{"text": "Which month sold the most, according to the chart on page 2?",
+      "files": [str(ASSETS / "example_report.pdf")]}],
 ]
 CSS = """
 #chatbot { flex-grow: 1; }
@@ -50,17 +53,19 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                                        elem_id="system-prompt")
             reset = gr.Button("Reset to defaults", elem_id="reset")
 
-        gr.Markdown("## Phi-4-multimodal chat\nAsk about text, images and speech. "
+        gr.Markdown("## Phi-4-multimodal chat\nAsk about text, images, speech, videos and PDFs. "
                     "Attach files or record with the microphone in the message box.")
         banner_text = h.banner_markdown()
         banner = gr.Markdown(banner_text, visible=bool(banner_text), elem_id="banner", elem_classes="phi-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
-                                     placeholder="Ask a question, attach an image or an audio clip.")
-                textbox = gr.MultimodalTextbox(sources=["upload", "microphone"], file_types=["image", "audio"],
+                                     placeholder="Ask a question; attach an image, audio, a video or a PDF.")
+                textbox = gr.MultimodalTextbox(sources=["upload", "microphone"],
+                                               file_types=["image", "audio", "video", ".pdf"],
                                                file_count="multiple", show_label=False, elem_id="message",
-                                               placeholder="Type a message, attach images/audio or record, then Enter")
+                                               placeholder="Type a message, attach images, audio, video or PDF "
+                                                           "or record, then Enter")
                 with gr.Row():
                     stop = gr.Button("⏹ Stop", elem_id="stop", variant="stop")
                     retry = gr.Button("🔄 Retry", elem_id="retry")

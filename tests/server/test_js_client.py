@@ -40,4 +40,4 @@ def test_text_sent_as_a_blob_gets_a_sentence(server, tmp_path):
     notes = tmp_path / "notes"
     notes.write_text("not a picture")
     out = chat_with_blob(server, notes)
-    assert not out["ok"] and "this is neither an image nor audio the app can read" in out["error"], out
+    assert not out["ok"] and "this is not an image, audio, a video or a PDF the app can read" in out["error"], out

@@ -104,7 +104,7 @@ def test_build_request_refuses_what_is_neither_image_nor_audio(tmp_path):
     exe = tmp_path / "x.exe"
     exe.write_bytes(b"MZ\x90\x00")
     turn = message_to_turn({"text": "hi", "files": [str(exe)]})
-    with pytest.raises(UserInputError, match="x.exe: this is neither an image nor audio"):
+    with pytest.raises(UserInputError, match="x.exe: this is not an image, audio, a video or a PDF"):
         build_request([turn])
 
 

@@ -55,7 +55,7 @@ def test_submit_streams_and_adds_stats(handlers):
 
 @pytest.mark.parametrize("message,expected", [
     ({"text": "", "files": []}, "The message is empty"),
-    ({"text": "x", "files": [str(ROOT / "README.md")]}, "README.md: this is neither an image nor audio"),
+    ({"text": "x", "files": [str(ROOT / "README.md")]}, "README.md: this is not an image, audio, a video or a PDF"),
     ({"text": "x", "files": [IMAGE, IMAGE, IMAGE]}, "3 images; the limit is 2"),
 ])
 def test_bad_input_is_refused_before_anything_changes(handlers, message, expected):

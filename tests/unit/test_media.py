@@ -139,7 +139,7 @@ def test_kind_of_reads_the_content_not_the_name(tmp_path):
         assert media.kind_of(path) == ("image" if fmt in ("png", "jpeg", "webp") else "audio"), fmt
     text = tmp_path / "z.png"
     text.write_text("hello")
-    with pytest.raises(UserInputError, match="z.png: this is neither an image nor audio"):
+    with pytest.raises(UserInputError, match="z.png: this is not an image, audio, a video or a PDF"):
         media.kind_of(text)
     assert media.kind_of(text, mime_type="image/png") == "image"  # the upload's own type, when content says nothing
     with pytest.raises(UserInputError, match="could not be read"):
@@ -148,8 +148,10 @@ def test_kind_of_reads_the_content_not_the_name(tmp_path):
 
 def test_sniff_signatures():
     assert media.sniff(b"ID3\x04") == "audio" and media.sniff(b"\xff\xfb\x90\x00") == "audio"  # mp3
-    assert media.sniff(b"\x00\x00\x00\x20ftypM4A ") == "audio" and media.sniff(b"\x1a\x45\xdf\xa3") == "audio"
-    assert media.sniff(b"RIFF\x00\x00\x00\x00AVI ") is None and media.sniff(b"%PDF-1.7") is None
+    # mp4/m4a/mov, webm/mkv and AVI hold sound, pictures or both: PyAV looks inside them.
+    for head in (b"\x00\x00\x00\x20ftypM4A ", b"\x00\x00\x00\x14ftypqt  ", b"\x1a\x45\xdf\xa3", b"RIFF\x00\x00\x00\x00AVI "):
+        assert media.sniff(head) == "container", head
+    assert media.sniff(b"%PDF-1.7") == "pdf" and media.sniff(b"RIFF\x00\x00\x00\x00WAVE") == "audio"
 
 
 @pytest.mark.parametrize("size", [(4096, 1), (1, 4096), (2, 2000), (3000, 5), (37, 1), (36, 1), (448, 448)])
