@@ -141,7 +141,7 @@ def video_and_pdf_cases(d):
         "truncated video": (msg("x", str(v["truncated.mp4"])), "truncated.mp4: the video or audio file is damaged or truncated"),
         "corrupt video": (msg("x", str(v["corrupt.mp4"])), "corrupt.mp4: the video or audio file is damaged or truncated"),
         "zero-length video": (msg("x", str(v["empty.mp4"])), "empty.mp4: the file is empty (0 bytes)"),
-        "video frames over the image limit": (msg("x", str(v["clip.mp4"]), IMAGE),
+        "video frames over the image limit": (msg("x", str(v["clip.mp4"]), IMAGE, IMAGE),
                                               "4 images (video frames and PDF pages count as images); the limit is 3"),
         "pdf longer than the image limit": (msg("x", str(p["text.pdf"])), "text.pdf has 4 pages; at most 3 can be read"),
         "pdf pages named": (msg("what is on pages 2-3?", str(p["text.pdf"])), None),
@@ -157,7 +157,7 @@ def video_and_pdf_cases(d):
     }
 
 
-LIMITS = dict(max_images=3, max_audio_clips=2, max_audio_seconds=5, max_video_frames=3, max_video_seconds=20)
+LIMITS = dict(max_images=3, max_audio_clips=2, max_audio_seconds=5, max_video_frames=2, max_video_seconds=20)
 NAMES = [
     "corrupt image", "truncated image", "zero-byte image", "zero-byte audio", "text named .png", "text named .wav",
     "image with no extension", "image named .wav", "audio named .png", "one pixel tall banner",

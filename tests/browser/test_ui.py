@@ -111,6 +111,40 @@ def test_upload_an_image_and_ask(page, server):
     assert len(request.images) == 1 and request.prompt.count("<|user|>") == 2
 
 
+def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
+    """A clip plays in the chat; a PDF shows as a file; the model got frames, sound and a page."""
+    page.fill("#max-new-tokens input[type=number]", "16")  # a short answer keeps the clip in the shot
+    page.press("#max-new-tokens input[type=number]", "Enter")
+    page.set_input_files("#message input[type=file]", [str(ROOT / "assets" / "example_clip.mp4"),
+                                                       str(ROOT / "assets" / "example_report.pdf")])
+    page.wait_for_function("document.querySelectorAll('#message [aria-label=\"File thumbnail\"]').length == 2")
+    send(page, "What happens in the clip, and what is on page 1?")
+    wait_for_stats(page)
+    page.wait_for_selector("#chatbot [data-testid=user] video", state="attached")
+    assert "example_report.pdf" in page.locator("#chatbot [data-testid=user]").all_inner_texts()[-1] or \
+        page.locator("#chatbot [data-testid=user] a[href*='example_report']").count() == 1
+    request = server.engine.requests[-1][0]
+    # The server's limits: 2 frames (the cap), the sound, then page 1 only (the question names it).
+    assert [m.kind for m in request.media] == ["image"] * 2 + ["audio", "image"]
+    assert "[Text of example_report.pdf, page 1]" in request.prompt and "page 2]" not in request.prompt
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "video-pdf.png"))
+    phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    phone.set_default_timeout(30_000)
+    try:
+        phone.goto(server.url)
+        phone.wait_for_selector("#message textarea")
+        phone.click("[aria-label='Toggle Sidebar']")  # it opens over the chat on a phone
+        phone.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_clip.mp4"))
+        phone.wait_for_selector("#message [aria-label='File thumbnail'] .feather-video")
+        send(phone, "What happens?")
+        wait_for_stats(phone)
+        phone.locator("#chatbot [data-testid=user] video").scroll_into_view_if_needed()
+        phone.screenshot(path=str(SHOTS / "video-phone.png"))
+    finally:
+        phone.context.close()
+
+
 def test_record_a_spoken_question_with_the_microphone(page, server):
     page.click("#message [data-testid=microphone-button]")
     page.click("#message button[aria-label='Start recording']")

@@ -50,6 +50,28 @@ def test_second_turn_still_sees_first_turns_image(server):
     assert "<|user|><|image|>What is this?<|end|><|assistant|>A house.<|end|><|user|>What colour is its roof?" in request.prompt
 
 
+CLIP = str(ROOT / "assets" / "example_clip.mp4")
+REPORT = str(ROOT / "assets" / "example_report.pdf")
+
+
+def test_a_video_then_a_follow_up_about_it(server):
+    """The server's limits take 2 frames of the 8 s clip, then its sound; the follow-up sends
+    the clip again as history and is answered from the same frames."""
+    outputs, first = chat(server, "What happens?", (CLIP,), max_new_tokens=6)
+    assert outputs and [m.kind for m in first.media] == ["image"] * 2 + ["audio"]
+    history = [{"role": "user", "content": [{"type": "file", "file": handle_file(CLIP)},
+                                            {"type": "text", "text": "What happens?"}]},
+               {"role": "assistant", "content": outputs[-1]}]
+    outputs, second = chat(server, "And the voice?", history=history, max_new_tokens=6)
+    assert outputs and [m.key for m in second.media] == [m.key for m in first.media]
+
+
+def test_a_pdf_page_named_in_the_question(server):
+    outputs, request = chat(server, "What does the chart on page 2 show?", (REPORT,), max_new_tokens=6)
+    assert outputs and len(request.images) == 1 and request.modality == "vision"
+    assert "[Text of example_report.pdf, page 2]\nUnits sold per month" in request.prompt
+
+
 def test_stop_mid_answer_ends_generation(server):
     server.engine.force_length = True
     try:

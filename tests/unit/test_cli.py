@@ -92,8 +92,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        if self.path == "/image.png":
-            body = IMAGE.read_bytes()
+        if self.path in ("/image.png", "/clip.mp4"):
+            body = (IMAGE if self.path == "/image.png" else ROOT / "assets" / "example_clip.mp4").read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -122,6 +122,28 @@ def http_server():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_port}"
     srv.shutdown()
+
+
+def test_ask_about_a_video_by_url_and_a_pdf(http_server, tmp_path):
+    out = tmp_path / "v.json"
+    r = cli("ask", "Compare the clip with page 2", "--video", f"{http_server}/clip.mp4", "--allow-private-urls",
+            "--pdf", str(ROOT / "assets" / "example_report.pdf"), "--model", "tiny-random", "--max-new-tokens", "4",
+            "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    # The clip's 4 frames and its sound, then page 2 only (the question names it), then the text.
+    assert "<|user|>" + "<|image|>" * 4 + "<|audio|><|image|>[Video " in rec["prompt"]
+    assert ".mp4: 4 frames at 1.0, 3.0, 5.0, 7.0 s of a 8.0 s clip, then its sound]" in rec["prompt"]
+    assert "[Text of example_report.pdf, page 2]" in rec["prompt"] and "page 1]" not in rec["prompt"]
+    assert rec["inputs"]["files"][0].endswith("/clip.mp4") and rec["settings"]["adapter"] == "vision"
+
+
+def test_ask_refuses_a_bad_video_in_one_line(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    r = cli("ask", "x", "--video", str(bad), "--model", "tiny-random")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "broken.mp4: the video or audio file is damaged or truncated" in r.stderr
 
 
 def test_fetch_downloads_and_caches_by_content_hash(http_server, tmp_path):
