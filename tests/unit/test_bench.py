@@ -18,7 +18,8 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
     for row in ("| raw model.generate |", "| engine stream (thread + streamer) |", "| Gradio server via gradio_client |",
-                "| image 448x448 |", "| audio 30 s |", "Turn 5 TTFT / turn 1 TTFT", "Real-time factor",
+                "| image 448x448 |", "| audio 30 s |", "| video 16 s 720p: 8 frames + 10 s sound |",
+                "| PDF 3 A4 pages (scans, no text layer) |", "Turn 5 TTFT / turn 1 TTFT", "Real-time factor",
                 "| engine stream, fast decode |", "| raw model.generate, static cache (1024) + torch.compile |",
                 "Peak memory: CPU RSS"):
         assert row in report, row
