@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _local(path_or_url: str, allow_private: bool) -> str:
-    from .engine.sources import cache_root
     from .fetch import fetch, is_url
+    from .settings import cache_root
 
     if is_url(path_or_url):
         return str(fetch(path_or_url, cache_root() / "downloads", allow_private=allow_private))

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from .errors import SettingError, UserInputError
 
@@ -20,6 +21,12 @@ TINY_MODEL = "tiny-random"
 ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+
+def cache_root() -> Path:
+    """The app's own folder: the tiny model, downloads, feedback (PHI_DEMO_CACHE)."""
+    return Path(os.environ.get("PHI_DEMO_CACHE", Path.home() / ".cache" / "phi-demo"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,9 @@ class AppSettings:
         "help": "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"})
     max_video_seconds: float = field(default=300.0, metadata={"help": "longest video accepted, seconds"})
     max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
+    feedback_file: str | None = field(default=None, metadata={
+        "help": "JSONL file for 👍/👎 on answers (default: feedback.jsonl in the app's cache folder; "
+                "on a Space, off unless set); 'off' turns it off"})
     quantize: str = field(default="auto", metadata={
         "help": "auto (int4 on a CPU that cannot hold bf16, or a CPU-only Space), none, int4 (CPU: decoder and "
                 "LM head), 4bit or 8bit (bitsandbytes, for a GPU; decoder only)",

@@ -57,14 +57,16 @@ class RecordingEngine:
 
 
 @pytest.fixture(scope="session")
-def server(engine):
+def server(engine, tmp_path_factory):
     from gradio_client import Client
 
     from phi_demo.server import create, launch_kwargs
     from phi_demo.settings import AppSettings
     from tests.badinputs import LIMITS
 
-    settings = AppSettings(model="tiny-random", host="127.0.0.1", port=free_port(), **LIMITS)
+    feedback = tmp_path_factory.mktemp("feedback") / "feedback.jsonl"
+    settings = AppSettings(model="tiny-random", host="127.0.0.1", port=free_port(), feedback_file=str(feedback),
+                           **LIMITS)
     recorder = RecordingEngine(engine)
     _, demo = create(settings, engine=recorder)
     demo.launch(prevent_thread_lock=True, **launch_kwargs(settings))

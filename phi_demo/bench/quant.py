@@ -212,7 +212,7 @@ def checkpoint_for(model: str) -> str:
     """A checkpoint on disk for `model`: full-random and tiny-random are written once into
     the cache; a folder is used as it is."""
     from ..checkpoint import write_full, write_tiny
-    from ..engine.sources import cache_root
+    from ..settings import cache_root
 
     if model not in ("full-random", "tiny-random"):
         return model

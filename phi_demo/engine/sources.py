@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HOW_TO_FIX, ModelUnavailable
-from ..settings import TINY_MODEL
+from ..settings import TINY_MODEL, cache_root
 
 # The real repository also holds sample media and the old remote-code weights' extras.
 _IGNORE = ["*.png", "*.jpg", "*.jpeg", "*.wav", "*.mp3", "*.flac", "*.pdf", "*.pt", "*.bin", "*.onnx"]
 
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PHI_DEMO_CACHE", Path.home() / ".cache" / "phi-demo"))
 
 
 _tiny_lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -12,7 +13,7 @@ from ..chat import REQUEST_SETTINGS, prepare, stream_answer
 from ..contract import ChatEngine, Notice
 from ..conversation import Limits, Turn, normalize_history
 from ..errors import ModelUnavailable, UserInputError
-from ..settings import AppSettings, GenerationSettings
+from ..settings import AppSettings, GenerationSettings, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,22 @@ def split_last_turn(history: list) -> tuple[list, dict | None]:
     return history[:j], {"text": turn.text, "files": list(turn.files)}
 
 
+# The message box's two buttons: send while idle, stop while an answer runs.
+RUNNING, IDLE = {"submit_btn": False, "stop_btn": True}, {"submit_btn": True, "stop_btn": False}
+
+
+def _edited_text(value) -> str:
+    """The text of an edited message, in whichever shape the Chatbot sends it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return str(value.get("text") or value.get("content") or "")
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_edited_text(v) for v in value if not isinstance(v, dict) or "text" in v or
+                         v.get("type") == "text").strip()
+    return ""
+
+
 class ChatHandlers:
     """Each handler takes the request settings by name (see chat.REQUEST_SETTINGS): the page
     maps its sidebar components to names in one place, /chat has them as parameters."""
@@ -68,6 +85,13 @@ class ChatHandlers:
         self.engine = engine
         self.settings = settings
         self.limits = Limits.from_settings(settings, allowed_roots)
+
+    @property
+    def feedback_path(self):
+        """Where 👍/👎 go, or None when feedback is off."""
+        from ..feedback import target
+
+        return target(self.settings.feedback_file, self.engine.on_space, cache_root())
 
     # --- chat ------------------------------------------------------------------
     def _prepare(self, message, history, values: dict):
@@ -86,13 +110,14 @@ class ChatHandlers:
         return f"Something went wrong while answering: {e}"
 
     def _run(self, message, base_history, rollback_history, restore_box, values: dict):
-        """Shared by send, retry and examples: show the user turn, stream the answer, and
-        on any failure put the chat (and the message box) back exactly as they were."""
+        """Shared by send, retry, edit and examples: show the user turn, stream the answer, and
+        on any failure put the chat (and the message box) back exactly as they were. The box
+        shows its stop button instead of send while the answer runs."""
         prepared = self._prepare(message, base_history, values)
         shown = list(base_history) + [user_message(prepared.turns[-1])]
-        box = gr.MultimodalTextbox(value=None) if restore_box else gr.skip()
-        yield shown, box
+        yield shown, (gr.update(value=None, **RUNNING) if restore_box else gr.update(**RUNNING))
         cancel = threading.Event()
+        last = shown
         try:
             for text, extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):
                 answer = [{"role": "assistant", "content": text}] if text else []
@@ -100,12 +125,19 @@ class ChatHandlers:
                     answer = [notice_message(extra)]  # until the first text arrives
                 elif extra is not None:
                     answer.append(stats_message(extra, self.engine.attn))
-                yield shown + answer, gr.skip()
+                last = shown + answer
+                yield last, gr.skip()
         except Exception as e:  # noqa: BLE001 - reported, and the chat is put back
-            yield rollback_history, (message if restore_box else gr.skip())
+            yield rollback_history, (gr.update(value=message, **IDLE) if restore_box else gr.update(**IDLE))
             raise shown_error(self._failure(e), title="No answer") from None
         finally:
             cancel.set()  # Stop, a closed tab and a cancelled job all arrive here
+        yield last, gr.update(**IDLE)
+
+    @staticmethod
+    def stopped():
+        """Stop was pressed: the answer's generator is cancelled, so the box is reset here."""
+        return gr.update(**IDLE)
 
     def submit(self, message, history, values: dict):
         history = list(history or [])
@@ -118,10 +150,56 @@ class ChatHandlers:
             raise shown_error("There is no question to answer again yet.", title="Nothing to retry")
         yield from self._run(message, before, history, False, values)
 
+    def edit(self, history, index, new_value, values: dict, previous_value=None):
+        """A user message edited in place: the turns after it are dropped and it is answered
+        again (KV reuse keeps whatever is still a prefix). Its files stay; its text is the new one."""
+        history = list(history or [])
+        if not isinstance(index, int) or not 0 <= index < len(history) or history[index].get("role") != "user":
+            raise shown_error("Only your own messages can be edited.", title="Cannot edit")
+        start, end = index, index + 1
+        while start > 0 and history[start - 1].get("role") == "user":
+            start -= 1  # one turn may be several messages (Gradio shows each file as its own)
+        while end < len(history) and history[end].get("role") == "user":
+            end += 1
+        turns = normalize_history(history[start:end])
+        files = list(turns[-1].files) if turns else []
+        message = {"text": _edited_text(new_value), "files": files}
+        # The page shows the edit already; a failure puts the message back as it was.
+        rollback = list(history)
+        if previous_value is not None:
+            rollback[index] = {**history[index], "content": previous_value}
+        yield from self._run(message, history[:start], rollback, False, values)
+
+    def feedback(self, history, index, liked, values: dict):
+        """👍/👎 on an answer: one JSONL line with the conversation up to it and the answer."""
+        from ..feedback import record
+
+        path = self.feedback_path
+        history = list(history or [])
+        if path is None or not isinstance(index, int) or not 0 <= index < len(history):
+            return
+        end = index
+        while end > 0 and (history[end].get("role") != "assistant" or (history[end].get("metadata") or {}).get("title")):
+            end -= 1  # a 👍 on the stats line counts for the answer above it
+        turns = normalize_history(history[: end + 1])
+        if not turns or turns[-1].role != "assistant":
+            return
+        conversation = [{"role": t.role, "text": t.text, "files": [os.path.basename(f) for f in t.files]}
+                        for t in turns[:-1]]
+        info = self.engine.status().info
+        model = {k: info.get(k) for k in ("model", "revision", "device", "dtype", "attention", "quantized")
+                 if info.get(k) is not None}
+        record(path, liked, conversation, turns[-1].text, dict(values), model)
+        gr.Info("Thanks: your feedback was saved." if liked is not None else "Feedback removed.")
+
     @staticmethod
     def undo(history):
         before, message = split_last_turn(history)
-        return before, (message if message is not None else gr.skip())
+        return before, (gr.update(value=message, **IDLE) if message is not None else gr.update(**IDLE))
+
+    @staticmethod
+    def clear():
+        return [], gr.update(value=None, **IDLE)
 
     def api_chat(self, message, history, system_prompt, max_new_tokens, do_sample, temperature,
                  top_p, top_k, repetition_penalty, seed):

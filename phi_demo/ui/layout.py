@@ -19,6 +19,15 @@ EXAMPLES = [
     [{"text": "Which month sold the most, according to the chart on page 2?",
       "files": [str(ASSETS / "example_report.pdf")]}],
 ]
+# Every way people write maths: $…$, $$…$$, \(…\) and \[…\].
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
+         {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
+CLOSE_SIDEBAR_ON_PHONE = """() => {
+  if (window.innerWidth >= 768) return;
+  const toggle = document.querySelector("[aria-label='Toggle Sidebar']");
+  const sidebar = toggle && toggle.closest(".sidebar");
+  if (sidebar && sidebar.classList.contains("open")) toggle.click();
+}"""
 CSS = """
 #chatbot { flex-grow: 1; }
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
@@ -60,14 +69,15 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
-                                     placeholder="Ask a question; attach an image, audio, a video or a PDF.")
+                                     placeholder="Ask a question; attach an image, audio, a video or a PDF.",
+                                     editable="user", latex_delimiters=LATEX)
+                # Its own stop button shows in place of send while an answer runs (handlers.RUNNING).
                 textbox = gr.MultimodalTextbox(sources=["upload", "microphone"],
                                                file_types=["image", "audio", "video", ".pdf"],
                                                file_count="multiple", show_label=False, elem_id="message",
                                                placeholder="Type a message, attach images, audio, video or PDF "
                                                            "or record, then Enter")
                 with gr.Row():
-                    stop = gr.Button("⏹ Stop", elem_id="stop", variant="stop")
                     retry = gr.Button("🔄 Retry", elem_id="retry")
                     undo = gr.Button("↩️ Undo", elem_id="undo")
                     clear = gr.Button("🗑️ Clear", elem_id="clear")
@@ -99,6 +109,12 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         def on_retry(data):
             yield from h.retry(data[chatbot], values(data))
 
+        def on_edit(data, evt: gr.EditData):
+            yield from h.edit(data[chatbot], evt.index, evt.value, values(data), evt.previous_value)
+
+        def on_like(data, evt: gr.LikeData):
+            h.feedback(data[chatbot], evt.index, evt.liked, values(data))
+
         def on_reset():
             return {named[name]: value for name, value in h.defaults().items()}
 
@@ -106,10 +122,13 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         sent = textbox.submit(on_submit, {textbox, chatbot, *named.values()}, **run)
         again = retry.click(on_retry, {chatbot, *named.values()}, **run)
         example = examples.load_input_event.then(on_submit, {textbox, chatbot, *named.values()}, **run)
-        running = [sent, again, example]
-        stop.click(None, cancels=running)
+        edited = chatbot.edit(on_edit, {chatbot, *named.values()}, **run)
+        running = [sent, again, example, edited]
+        textbox.stop(h.stopped, None, [textbox], cancels=running, api_visibility="private")
+        if h.feedback_path:  # the 👍/👎 buttons show only with a listener
+            chatbot.like(on_like, {chatbot, *named.values()}, None, api_visibility="private")
         undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private")
-        clear.click(lambda: ([], None), None, [chatbot, textbox], cancels=running, api_visibility="private")
+        clear.click(h.clear, None, [chatbot, textbox], cancels=running, api_visibility="private")
         api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
                          [api_answer], api_name="chat", concurrency_id="generate")
 
@@ -124,4 +143,6 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                         show_progress="hidden")
         demo.load(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private")
         reset.click(on_reset, None, list(named.values()), api_visibility="private")
+        # On a phone the sidebar would open over the chat: start with it closed there.
+        demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
     return demo

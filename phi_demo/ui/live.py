@@ -19,11 +19,12 @@ class LiveHandlers:
 
     def start(self, language, task):
         live = LiveTranscriber(engine_recognizer(self.engine, language or "auto", task or "transcribe"))
-        return live, self.render(live), self.status(live)
+        hidden = gr.File(value=None, visible=False)  # the last recording's files, until this one stops
+        return live, self.render(live), self.status(live), hidden, hidden
 
     def chunk(self, chunk, live, language, task):
         if live is None or live.stopped:
-            live, _, _ = self.start(language, task)
+            live = self.start(language, task)[0]
         if chunk is not None:
             sample_rate, samples = chunk
             live.add_chunk(sample_rate, samples)
@@ -31,13 +32,14 @@ class LiveHandlers:
 
     def stop(self, live):
         if live is None:
-            return self.render(None), "", None, None, None
+            return self.render(None), "", gr.File(visible=False), gr.File(visible=False), None
         live.stop()
         folder = Path(tempfile.mkdtemp(prefix="phi-demo-transcript-"))
         txt, srt = folder / "transcript.txt", folder / "transcript.srt"
         txt.write_text(live.policy.txt(), encoding="utf-8")
         srt.write_text(live.policy.srt(), encoding="utf-8")
-        return self.render(live), self.status(live), str(txt), str(srt), live
+        return (self.render(live), self.status(live), gr.File(str(txt), visible=True),
+                gr.File(str(srt), visible=True), live)
 
     @staticmethod
     def render(live) -> str:
@@ -99,13 +101,15 @@ def build_live_tab(engine, tabs, chat_box) -> None:
     with gr.Row():
         copy_box = gr.Textbox(label="Transcript", buttons=["copy"], interactive=False, lines=3, elem_id="live-text")
     with gr.Row():
-        txt_file = gr.File(label="Download .txt", elem_id="live-txt")
-        srt_file = gr.File(label="Download .srt (segment times)", elem_id="live-srt")
+        # Shown when a recording stops and there is something to download, not as empty drop zones.
+        txt_file = gr.File(label="Download .txt", elem_id="live-txt", visible=False, interactive=False)
+        srt_file = gr.File(label="Download .srt (segment times)", elem_id="live-srt", visible=False,
+                           interactive=False)
     to_chat = gr.Button("Send to chat", elem_id="live-to-chat")
     live = gr.State(None)
 
     private = dict(api_visibility="private")
-    mic.start_recording(h.start, [language, task], [live, view, status], **private)
+    mic.start_recording(h.start, [language, task], [live, view, status, txt_file, srt_file], **private)
     # Each tab's stream stays open for its whole recording, so streams must not share one slot;
     # the handler only stores audio, the engine serialises the model.
     mic.stream(h.chunk, [mic, live, language, task], [view, status, live], stream_every=0.5, time_limit=30 * 60,

@@ -3,6 +3,7 @@
 The microphone is Chromium's fake capture device playing a spoken question made with
 espeak-ng, so recording goes through the real browser audio path."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -66,6 +67,9 @@ def bot_texts(pg):
     return pg.locator("#chatbot [data-testid=bot]").all_inner_texts()
 
 
+STOP, SEND = "#message button[aria-label=Stop]", "#message button[aria-label=Submit]"
+
+
 def send(pg, text):
     pg.fill("#message textarea", text)
     pg.press("#message textarea", "Enter")
@@ -111,6 +115,59 @@ def test_upload_an_image_and_ask(page, server):
     assert len(request.images) == 1 and request.prompt.count("<|user|>") == 2
 
 
+def test_edit_the_second_message_and_the_third_turn_is_gone(page, server):
+    for n, text in enumerate(("first", "second", "third"), 1):
+        send(page, text)
+        wait_for_stats(page, n)
+    assert page.is_visible(SEND) and not page.is_visible(STOP)  # idle: send, no stop
+    page.locator("#chatbot [data-testid=user]").nth(1).hover()
+    page.locator("#chatbot button[aria-label=Edit]").nth(1).click()
+    page.fill("#chatbot textarea", "second, edited")
+    page.click("#chatbot button[aria-label=Submit]")
+    page.wait_for_function("[...document.querySelectorAll('#chatbot [data-testid=user]')].map(e => e.innerText)"
+                           ".join('|') === 'first|second, edited'")
+    wait_for_stats(page, 2)
+    request = server.engine.requests[-1][0]
+    assert "<|user|>second, edited<|end|><|assistant|>" in request.prompt and "third" not in request.prompt
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "edited.png"))
+
+
+def test_a_thumbs_up_lands_in_the_feedback_file(page, server):
+    path = Path(server.settings.feedback_file)
+    before = path.read_text().count("\n") if path.exists() else 0
+    send(page, "Rate this")
+    wait_for_stats(page)
+    page.locator("#chatbot button[aria-label=Like]").first.click()
+    page.wait_for_selector("text=your feedback was saved")
+    entry = json.loads(path.read_text().splitlines()[before])
+    assert entry["liked"] is True and entry["conversation"][-1]["text"] == "Rate this"
+    assert entry["answer"] == bot_texts(page)[0].split("📊")[0].strip() or entry["answer"].strip() in bot_texts(page)[0]
+    assert entry["model"]["model"] == "tiny-random" and "max_new_tokens" in entry["settings"]
+
+
+def test_maths_is_typeset(page, server):
+    send(page, "Explain $x^2$, $$\\int_0^1 x\\,dx$$, \\(a+b\\) and \\[c^2\\]")
+    wait_for_stats(page)
+    assert page.locator("#chatbot [data-testid=user] .katex").count() == 4
+
+
+def test_a_phone_sees_the_chat_first(browser, server):
+    phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    phone.set_default_timeout(30_000)
+    try:
+        phone.goto(server.url)
+        phone.wait_for_selector("#message textarea")
+        phone.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')")
+        assert phone.locator("#chatbot").bounding_box()["x"] >= 0 and phone.is_visible("#message textarea")
+        send(phone, "Hello from a phone")
+        wait_for_stats(phone)
+        SHOTS.mkdir(exist_ok=True)
+        phone.screenshot(path=str(SHOTS / "phone.png"))
+    finally:
+        phone.context.close()
+
+
 def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
     """A clip plays in the chat; a PDF shows as a file; the model got frames, sound and a page."""
     page.fill("#max-new-tokens input[type=number]", "16")  # a short answer keeps the clip in the shot
@@ -134,7 +191,7 @@ def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
     try:
         phone.goto(server.url)
         phone.wait_for_selector("#message textarea")
-        phone.click("[aria-label='Toggle Sidebar']")  # it opens over the chat on a phone
+        phone.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')")
         phone.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_clip.mp4"))
         phone.wait_for_selector("#message [aria-label='File thumbnail'] .feather-video")
         send(phone, "What happens?")
@@ -171,7 +228,8 @@ def test_stop_ends_streaming_and_generation(page, server):
         page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=bot]').length > 0 && "
                                "document.querySelector('#chatbot [data-testid=bot]').innerText.length > 20")
         assert generate_threads()
-        page.click("#stop")
+        assert page.is_visible(STOP) and not page.is_visible(SEND)  # the box's stop button, only now
+        page.click(STOP)
         assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
         settled = bot_texts(page)
         time.sleep(1.0)
@@ -261,6 +319,7 @@ def test_example_click_answers_and_screenshot(page, server):
 def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, server):
     page.get_by_role("tab", name="Live transcription").click()
     page.wait_for_selector("#live-mic button.record-button")
+    assert not page.is_visible("#live-txt") and not page.is_visible("#live-srt")  # nothing to download yet
     before = len(server.engine.requests)
     page.click("#live-mic button.record-button")
     seen = []

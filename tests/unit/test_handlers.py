@@ -1,6 +1,7 @@
 """The UI handlers: what a person sees when something goes wrong, and that the chat survives."""
 
 import copy
+import json
 import re
 
 import gradio as gr
@@ -77,7 +78,8 @@ def test_failure_during_generation_rolls_back(engine, error):
     message = {"text": "Hello?", "files": []}
     outs, err = run(h.submit(message, copy.deepcopy(HISTORY), GEN))
     history, box = outs[-1]
-    assert history == HISTORY and box == message  # chat as before, message back in the box
+    assert history == HISTORY and box["value"] == message  # chat as before, message back in the box
+    assert box["submit_btn"] and not box["stop_btn"]
     assert str(error) in str(err)
 
 
@@ -87,6 +89,70 @@ def test_retry_regenerates_last_answer(handlers):
     final, box = outs[-1]
     assert final[0]["content"] == ["Hi"] and final[1]["role"] == "assistant" and final[1]["content"] != "Hello!"
     assert len(final) == 3 and box is not None
+
+
+def test_the_box_shows_stop_only_while_an_answer_runs(handlers):
+    outs = list(handlers.submit({"text": "Hi", "files": []}, [], GEN))
+    first, last = outs[0][1], outs[-1][1]
+    assert first["stop_btn"] and not first["submit_btn"] and first["value"] is None  # sent: the box empties
+    assert last["submit_btn"] and not last["stop_btn"] and "value" not in last
+    assert handlers.stopped() == {"__type__": "update", "submit_btn": True, "stop_btn": False}
+
+
+def _chat(handlers, *texts):
+    history = []
+    for text in texts:
+        history = list(handlers.submit({"text": text, "files": []}, history, GEN))[-1][0]
+    return history
+
+
+def test_editing_a_message_drops_the_turns_after_it_and_answers_again(handlers):
+    history = _chat(handlers, "first", "second", "third")
+    users = [i for i, m in enumerate(history) if m["role"] == "user"]
+    edited = copy.deepcopy(history)
+    edited[users[1]]["content"] = ["second, edited"]  # what the page sends: the edit already shown
+    final = list(handlers.edit(edited, users[1], "second, edited", GEN, previous_value=["second"]))[-1][0]
+    assert [m["content"] for m in final if m["role"] == "user"] == [["first"], ["second, edited"]]
+    assert final[:users[1]] == history[:users[1]] and final[-1]["metadata"]["title"].startswith("📊")
+
+
+def test_editing_keeps_the_files_and_a_failure_restores_the_text(engine):
+    h = ChatHandlers(FailingEngine(engine, RuntimeError("boom")), AppSettings(model="tiny-random"))
+    history = [{"role": "user", "content": [{"path": IMAGE}, "What?"]}, {"role": "assistant", "content": "A house."}]
+    edited = copy.deepcopy(history)
+    edited[0]["content"] = [{"path": IMAGE}, "What colour?"]
+    outs, err = run(h.edit(edited, 0, "What colour?", GEN, previous_value=history[0]["content"]))
+    assert outs[0][0] == [{"role": "user", "content": [{"path": IMAGE}, "What colour?"]}]  # the image stays
+    assert outs[-1][0] == history and "boom" in str(err)
+
+
+def test_only_user_messages_can_be_edited(handlers):
+    outs, err = run(handlers.edit(copy.deepcopy(HISTORY), 1, "x", GEN))
+    assert outs == [] and "Only your own messages can be edited" in str(err)
+
+
+def test_a_like_lands_in_the_feedback_file(engine, tmp_path, monkeypatch):
+    path = tmp_path / "fb.jsonl"
+    h = ChatHandlers(engine, AppSettings(model="tiny-random", feedback_file=str(path)))
+    history = _chat(h, "first", "second")
+    monkeypatch.setattr(gr, "Info", lambda *a, **k: None)
+    stats_of_second = len(history) - 1  # a 👍 on the stats line counts for the answer above it
+    h.feedback(history, stats_of_second, False, GEN)
+    h.feedback(history, 1, True, GEN)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["liked"] for x in lines] == [False, True]
+    assert [t["text"] for t in lines[0]["conversation"]] == ["first", history[1]["content"], "second"]
+    assert lines[0]["answer"] == history[-2]["content"] and lines[1]["answer"] == history[1]["content"]
+    assert lines[0]["settings"]["max_new_tokens"] == GEN["max_new_tokens"] and lines[0]["model"]["model"] == "tiny-random"
+
+
+def test_feedback_is_off_on_a_space_unless_set(tmp_path):
+    from phi_demo.feedback import target
+
+    assert target(None, on_space=True, cache=tmp_path) is None
+    assert target(None, on_space=False, cache=tmp_path) == tmp_path / "feedback.jsonl"
+    assert target(str(tmp_path / "x.jsonl"), on_space=True, cache=tmp_path) == tmp_path / "x.jsonl"
+    assert target("off", on_space=False, cache=tmp_path) is None
 
 
 def test_retry_with_nothing_to_retry(handlers):
