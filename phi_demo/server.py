@@ -53,8 +53,9 @@ def create(settings: AppSettings, engine=None, load: bool = True):
 def launch_kwargs(settings: AppSettings) -> dict:
     from .ui import CSS
 
+    # Saved chats show their media from the app's own store.
     return dict(server_name=settings.host, server_port=settings.port, share=settings.share,
-                max_file_size=settings.max_file_size, css=CSS)
+                max_file_size=settings.max_file_size, css=CSS, allowed_paths=[str(settings.chats_folder / "media")])
 
 
 def main(argv: list[str] | None = None) -> None:

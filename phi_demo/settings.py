@@ -127,6 +127,11 @@ class AppSettings:
         "help": "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"})
     max_video_seconds: float = field(default=300.0, metadata={"help": "longest video accepted, seconds"})
     max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
+    chats_dir: str | None = field(default=None, metadata={
+        "help": "where the media of saved chats are kept, by content hash (default: chats/ in the app's cache "
+                "folder, PHI_DEMO_CACHE)"})
+    chats_budget: str = field(default="2gb", metadata={
+        "help": "most disk the media of saved chats may take; the least recently used go first"})
     feedback_file: str | None = field(default=None, metadata={
         "help": "JSONL file for 👍/👎 on answers (default: feedback.jsonl in the app's cache folder; "
                 "on a Space, off unless set); 'off' turns it off"})
@@ -142,6 +147,10 @@ class AppSettings:
                                                                       "('eager' checks the graph without compiling)"})
     share: bool = field(default=False, metadata={"help": "create a public gradio.live link"})
     offline: bool = field(default=False, metadata={"help": "never contact the hub (also HF_HUB_OFFLINE=1)"})
+
+    @property
+    def chats_folder(self) -> Path:
+        return Path(self.chats_dir).expanduser() if self.chats_dir else cache_root() / "chats"
 
     @property
     def is_tiny(self) -> bool:

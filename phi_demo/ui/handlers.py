@@ -197,10 +197,6 @@ class ChatHandlers:
         before, message = split_last_turn(history)
         return before, (gr.update(value=message, **IDLE) if message is not None else gr.update(**IDLE))
 
-    @staticmethod
-    def clear():
-        return [], gr.update(value=None, **IDLE)
-
     def api_chat(self, message, history, system_prompt, max_new_tokens, do_sample, temperature,
                  top_p, top_k, repetition_penalty, seed):
         """/chat: the growing answer text, for gradio_client and other programs. The parameter

@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..chat import REQUEST_SETTINGS
 from ..settings import GenerationSettings
+from .chats import ChatsHandlers, build_chats_panel
 from .handlers import ChatHandlers
 from .live import LIVE_CSS, build_live_tab
 
@@ -35,12 +36,15 @@ CSS = """
 
 
 def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Blocks:
-    h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS),))
+    ch = ChatsHandlers(settings, None)
+    h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder)))
+    ch.limits = h.limits
     d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
     L = GenerationSettings.LIMITS
     # Gradio deletes uploads older than a day, checking every hour.
     with gr.Blocks(title="Phi-4-multimodal chat", fill_height=True, delete_cache=(3600, 86400)) as demo:
         with gr.Sidebar(position="left", open=True, label="Settings"):
+            c = build_chats_panel(ch)
             gr.Markdown("### Model")
             model_md = gr.Markdown(h.status_markdown(), elem_id="model-status")
             options = [o.name for o in engine.attention_options()]
@@ -127,8 +131,24 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         textbox.stop(h.stopped, None, [textbox], cancels=running, api_visibility="private")
         if h.feedback_path:  # the 👍/👎 buttons show only with a listener
             chatbot.like(on_like, {chatbot, *named.values()}, None, api_visibility="private")
-        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private")
-        clear.click(h.clear, None, [chatbot, textbox], cancels=running, api_visibility="private")
+        private = dict(api_visibility="private")
+        # Saved chats: every change to the chat is saved to this browser's list.
+        save = (ch.save, [chatbot, c["saved"], c["current"]], [c["saved"], c["current"], c["chat_list"]])
+        for event in running:
+            event.then(*save, **private)
+        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, **private).then(*save, **private)
+        for button in (clear, c["new"]):  # the chat stays in the list; the page starts a new one
+            button.click(ch.new, None, [chatbot, c["current"], c["chat_list"], textbox], cancels=running, **private)
+        c["chat_list"].input(ch.open, [c["chat_list"], c["saved"]], [chatbot, c["current"], textbox],
+                             cancels=running, **private)
+        c["delete"].click(ch.delete, [c["current"], c["saved"]], [c["saved"], c["current"], c["chat_list"], chatbot],
+                          cancels=running, **private)
+        c["rename"].submit(ch.rename, [c["current"], c["rename"], c["saved"]], [c["saved"], c["chat_list"], c["rename"]],
+                           **private)
+        c["export"].click(ch.export, [chatbot, c["current"], c["saved"]], [c["md_file"], c["zip_file"]], **private)
+        c["importer"].upload(ch.import_, [c["importer"], c["saved"]], [chatbot, c["saved"], c["current"], c["chat_list"]],
+                             cancels=running, **private)
+        demo.load(ch.listing, [c["saved"]], [c["chat_list"]], **private)
         api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
                          [api_answer], api_name="chat", concurrency_id="generate")
 

@@ -115,6 +115,73 @@ def test_upload_an_image_and_ask(page, server):
     assert len(request.images) == 1 and request.prompt.count("<|user|>") == 2
 
 
+def chat_snapshot(pg):
+    """What a person sees of a chat: each message's text and its pictures, in order."""
+    return pg.evaluate("""[...document.querySelectorAll('#chatbot [data-testid=user], #chatbot [data-testid=bot]')]
+        .map(e => [e.dataset.testid, e.innerText.trim(), e.querySelectorAll('img').length])""")
+
+
+def open_saved(pg, title):
+    """Open the sidebar's list of saved chats and pick one; returns every title listed."""
+    pg.click("#chat-list input")
+    pg.wait_for_selector("ul[role=listbox] li")
+    titles = pg.locator("ul[role=listbox] li").all_inner_texts()
+    pg.locator("ul[role=listbox] li", has_text=title).first.click()
+    return titles
+
+
+def test_a_chat_survives_a_reload_with_its_images(page, server):
+    page.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_image.png"))
+    page.wait_for_selector("#message img")
+    send(page, "Remember this house")
+    wait_for_stats(page)
+    page.wait_for_function("document.querySelector('#chat-list input').value === 'Remember this house'")
+    before = chat_snapshot(page)
+    page.reload()
+    page.wait_for_selector("#message textarea")
+    assert page.locator("#chatbot [data-testid=user]").count() == 0  # a new page starts a new chat
+    page.wait_for_function("document.querySelector('#chat-list') !== null")
+    assert "Remember this house" in open_saved(page, "Remember this house")
+    page.wait_for_selector("#chatbot [data-testid=user] img")
+    assert chat_snapshot(page) == before
+    # ...and it goes on: the model still sees the image.
+    send(page, "What colour is the roof?")
+    wait_for_stats(page, 2)
+    assert len(server.engine.requests[-1][0].images) == 1
+
+
+def test_export_clear_import_gives_the_same_chat(page, server, tmp_path):
+    page.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_image.png"))
+    page.wait_for_selector("#message img")
+    send(page, "Keep this one")
+    wait_for_stats(page)
+    send(page, "And a second turn")
+    wait_for_stats(page, 2)
+    before = chat_snapshot(page)
+    page.click("#export-chat")
+    page.wait_for_selector("#export-zip a")
+    with page.expect_download() as download:
+        page.click("#export-zip a")
+    archive = tmp_path / "chat.zip"
+    download.value.save_as(archive)
+    with page.expect_download() as md:
+        page.click("#export-md a")
+    md_text = Path(md.value.path()).read_text()
+    assert "**You:**" in md_text and "Keep this one" in md_text and "And a second turn" in md_text
+    page.click("#clear")
+    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=user]').length === 0")
+    with page.expect_file_chooser() as chooser:
+        page.click("#import-chat")
+    chooser.value.set_files(str(archive))
+    page.wait_for_selector("text=Imported")
+    users = sum(1 for role, _, _ in before if role == "user")  # an image and its text may be two bubbles
+    page.wait_for_function(f"document.querySelectorAll('#chatbot [data-testid=user]').length === {users}")
+    page.wait_for_selector("#chatbot [data-testid=user] img")
+    assert chat_snapshot(page) == before
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "imported.png"))
+
+
 def test_edit_the_second_message_and_the_third_turn_is_gone(page, server):
     for n, text in enumerate(("first", "second", "third"), 1):
         send(page, text)

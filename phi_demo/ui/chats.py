@@ -1,0 +1,174 @@
+"""Saved chats in the sidebar: new, open, rename, delete, export and import. Gradio only.
+
+The list lives in the browser (gr.BrowserState, encrypted with a key the app keeps), so it
+survives a reload and a server restart and is never shared between browsers; the files a
+chat refers to live in the app's MediaStore."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from .. import media
+from ..chatstore import (
+    MediaStore,
+    export_zip,
+    from_saved,
+    import_zip,
+    parse_size,
+    state_secret,
+    title_of,
+    to_markdown,
+    to_saved,
+)
+from ..conversation import normalize_history
+from ..errors import SettingError, UserInputError
+
+EMPTY = {"chats": {}}
+MAX_SAVED = 200  # chats per browser; the oldest go first (localStorage holds ~5 MB)
+
+
+def _chats(saved) -> dict:
+    chats = (saved or {}).get("chats") if isinstance(saved, dict) else None
+    return chats if isinstance(chats, dict) else {}
+
+
+class ChatsHandlers:
+    def __init__(self, settings, limits):
+        try:
+            budget = parse_size(settings.chats_budget)
+        except ValueError:
+            raise SettingError(f"chats_budget = {settings.chats_budget!r}: must be a size such as 500mb or 2gb.") from None
+        self.folder = settings.chats_folder
+        self.store = MediaStore(self.folder / "media", budget)
+        self.limits = limits
+        self.max_import_bytes = parse_size(settings.max_file_size) * 8 if settings.max_file_size else 400 << 20
+
+    def secret(self) -> str:
+        return state_secret(self.folder)
+
+    # --- the list -----------------------------------------------------------------
+    def listing(self, saved, current=None):
+        chats = _chats(saved)
+        order = sorted(chats, key=lambda k: chats[k].get("updated", 0), reverse=True)
+        choices = [(str(chats[k].get("title") or "Chat"), k) for k in order]
+        return gr.Dropdown(choices=choices, value=current if current in chats else None)
+
+    def save(self, history, saved, current):
+        """After each answer (and edit, undo, retry): the chat as it now is, media copied in."""
+        if not history:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            messages = to_saved(history, self.store)
+        except (UserInputError, OSError) as e:
+            gr.Warning(f"This chat could not be saved: {e}")
+            return gr.skip(), gr.skip(), gr.skip()
+        chats = dict(_chats(saved))
+        current = current if current in chats else uuid.uuid4().hex[:12]
+        old = chats.get(current, {})
+        chats[current] = {"title": old.get("title") if old.get("renamed") else title_of(history),
+                          "renamed": bool(old.get("renamed")), "messages": messages, "updated": time.time()}
+        for k in sorted(chats, key=lambda k: chats[k].get("updated", 0))[:-MAX_SAVED]:
+            del chats[k]
+        saved = {"chats": chats}
+        return saved, current, self.listing(saved, current)
+
+    def open(self, chat_id, saved):
+        chats = _chats(saved)
+        if not chat_id or chat_id not in chats:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            history, missing = from_saved(chats[chat_id].get("messages"), self.store)
+        except UserInputError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        if missing:
+            note = (f"The app no longer holds {', '.join(missing)} (files are kept while there is room). "
+                    "The rest of the chat is as it was.")
+            gr.Warning(note)
+            history = [{"role": "assistant", "content": note, "metadata": {"title": "⚠️ Files missing"}}] + history
+        return history, chat_id, gr.update(value=None)
+
+    def new(self):
+        from .handlers import IDLE
+
+        return [], None, gr.update(value=None), gr.update(value=None, **IDLE)
+
+    def delete(self, current, saved):
+        chats = dict(_chats(saved))
+        if current not in chats:
+            raise gr.Error("Open a saved chat to delete it.", print_exception=False)
+        del chats[current]
+        saved = {"chats": chats}
+        return saved, None, self.listing(saved), []
+
+    def rename(self, current, title, saved):
+        chats = dict(_chats(saved))
+        title = " ".join(str(title or "").split())[:80]
+        if current not in chats:
+            raise gr.Error("Send a message first: only a saved chat can be renamed.", print_exception=False)
+        if not title:
+            raise gr.Error("A chat's name cannot be empty.", print_exception=False)
+        chats[current] = {**chats[current], "title": title, "renamed": True}
+        saved = {"chats": chats}
+        return saved, self.listing(saved, current), gr.update(value="")
+
+    # --- export / import ----------------------------------------------------------
+    def export(self, history, current, saved):
+        if not history:
+            raise gr.Error("There is no chat to export yet.", print_exception=False)
+        normalize_history(history)
+        title = _chats(saved).get(current, {}).get("title") or title_of(history)
+        folder = Path(tempfile.mkdtemp(prefix="phi-demo-export-"))
+        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in title)[:40].strip("-") or "chat"
+        md = folder / f"{stem}.md"
+        md.write_text(to_markdown(title, history), encoding="utf-8")
+        archive = export_zip(title, history, folder / f"{stem}.zip")
+        return gr.update(value=str(md), visible=True), gr.update(value=str(archive), visible=True)
+
+    def import_(self, file, saved):
+        if not file:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        path = file if isinstance(file, str) else getattr(file, "name", None) or file.get("path")
+
+        def check(p: str) -> None:  # the checks an upload gets: type by content, then decodable
+            kind = media.kind_of(p)
+            if kind == "image":
+                media.load_image(p)
+            elif kind == "audio":
+                media.load_audio(p, self.limits.max_audio_seconds)
+
+        try:
+            title, history = import_zip(path, self.store, check, self.max_import_bytes)
+        except UserInputError as e:
+            raise gr.Error(str(e), title="Cannot import", print_exception=False) from None
+        chats = dict(_chats(saved))
+        chat_id = uuid.uuid4().hex[:12]
+        chats[chat_id] = {"title": title, "renamed": True, "messages": history, "updated": time.time()}
+        saved = {"chats": chats}
+        gr.Info(f"Imported “{title}”.")
+        return history, saved, chat_id, self.listing(saved, chat_id)
+
+
+def build_chats_panel(h: ChatsHandlers):
+    """The sidebar's Chats section; returns its components by name for the page's wiring."""
+    gr.Markdown("### Chats")
+    chat_list = gr.Dropdown([], value=None, label="Saved chats (in this browser)", elem_id="chat-list",
+                            allow_custom_value=False)
+    with gr.Row():
+        new = gr.Button("➕ New chat", size="sm", elem_id="new-chat")
+        delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-chat")
+    rename = gr.Textbox(label="Rename this chat", placeholder="New name, then Enter", elem_id="rename-chat",
+                        max_lines=1)
+    with gr.Row():
+        export = gr.Button("⬇️ Export", size="sm", elem_id="export-chat")
+        importer = gr.UploadButton("⬆️ Import .zip", file_types=[".zip"], size="sm", elem_id="import-chat")
+    md_file = gr.File(label="Markdown (for reading)", visible=False, interactive=False, elem_id="export-md")
+    zip_file = gr.File(label="Archive (import restores it)", visible=False, interactive=False, elem_id="export-zip")
+    saved = gr.BrowserState(EMPTY, storage_key="phi-demo-chats", secret=h.secret())
+    current = gr.State(None)
+    return dict(chat_list=chat_list, new=new, delete=delete, rename=rename, export=export, importer=importer,
+                md_file=md_file, zip_file=zip_file, saved=saved, current=current)
