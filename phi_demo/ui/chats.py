@@ -160,7 +160,7 @@ def build_chats_panel(h: ChatsHandlers):
                             allow_custom_value=False)
     with gr.Row():
         new = gr.Button("➕ New chat", size="sm", elem_id="new-chat")
-        delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-chat")
+        delete = gr.Button("🗑️ Delete", size="sm", elem_id="delete-chat")
     rename = gr.Textbox(label="Rename this chat", placeholder="New name, then Enter", elem_id="rename-chat",
                         max_lines=1)
     with gr.Row():

@@ -77,6 +77,62 @@ def _edited_text(value) -> str:
     return ""
 
 
+def _answer_start(history: list) -> int:
+    """Where the last answer begins (just after the last user message); len(history) if none."""
+    i = len(history)
+    while i > 0 and history[i - 1].get("role") != "user":
+        i -= 1
+    return i if i > 0 else len(history)
+
+
+def _question_key(history: list, start: int) -> str:
+    """The conversation up to the last question, as text: answers to the same question share it."""
+    import json
+
+    turns = normalize_history(history[:start])
+    return json.dumps([(t.role, t.text, [os.path.basename(f) for f in t.files]) for t in turns])
+
+
+def remember_answer(versions, history):
+    """After each answer: keep it among the answers to the same question (Retry adds one;
+    a new question starts over). Returns (versions, the ‹ n/N › controls)."""
+    history = list(history or [])
+    start = _answer_start(history)
+    answer = history[start:]
+    if not answer:
+        return versions, *_browse_controls(None)
+    key = _question_key(history, start)
+    if not versions or versions.get("key") != key:
+        versions = {"key": key, "answers": [answer], "shown": 0}
+    elif _text(answer) not in [_text(a) for a in versions["answers"]]:  # greedy retries repeat themselves
+        versions = {**versions, "answers": versions["answers"] + [answer], "shown": len(versions["answers"])}
+    return versions, *_browse_controls(versions)
+
+
+def browse_answers(versions, history, step: int):
+    """‹ or ›: show another answer to the last question; the one shown continues the chat."""
+    history = list(history or [])
+    start = _answer_start(history)
+    if not versions or versions.get("key") != _question_key(history, start):
+        return gr.skip(), versions, *_browse_controls(None)
+    shown = min(max(versions["shown"] + step, 0), len(versions["answers"]) - 1)
+    versions = {**versions, "shown": shown}
+    return history[:start] + versions["answers"][shown], versions, *_browse_controls(versions)
+
+
+def _text(answer: list) -> str:
+    return "\n".join(t.text for t in normalize_history(answer))
+
+
+def _browse_controls(versions):
+    n = len(versions["answers"]) if versions else 0
+    if n < 2:
+        return gr.update(visible=False), gr.update(value="", visible=False), gr.update(visible=False)
+    i = versions["shown"]
+    return (gr.update(visible=True, interactive=i > 0), gr.update(value=f"Answer {i + 1} of {n}", visible=True),
+            gr.update(visible=True, interactive=i < n - 1))
+
+
 class ChatHandlers:
     """Each handler takes the request settings by name (see chat.REQUEST_SETTINGS): the page
     maps its sidebar components to names in one place, /chat has them as parameters."""

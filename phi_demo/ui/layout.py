@@ -9,7 +9,7 @@ import gradio as gr
 from ..chat import REQUEST_SETTINGS
 from ..settings import GenerationSettings
 from .chats import ChatsHandlers, build_chats_panel
-from .handlers import ChatHandlers
+from .handlers import ChatHandlers, browse_answers, remember_answer
 from .live import LIVE_CSS, build_live_tab
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -32,6 +32,8 @@ CLOSE_SIDEBAR_ON_PHONE = """() => {
 CSS = """
 #chatbot { flex-grow: 1; }
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
+#answer-versions { justify-content: flex-start; align-items: center; gap: 0.5em; }
+#answer-versions > * { flex: 0 0 auto; width: auto; }
 """ + LIVE_CSS
 
 
@@ -81,6 +83,12 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                                                file_count="multiple", show_label=False, elem_id="message",
                                                placeholder="Type a message, attach images, audio, video or PDF "
                                                            "or record, then Enter")
+                # The answers Retry made to the last question: ‹ n of N ›, the one shown continues.
+                with gr.Row(elem_id="answer-versions"):
+                    earlier = gr.Button("‹", size="sm", visible=False, elem_id="answer-prev", min_width=40, scale=0)
+                    version_label = gr.Markdown(visible=False, elem_id="answer-count")
+                    later = gr.Button("›", size="sm", visible=False, elem_id="answer-next", min_width=40, scale=0)
+                versions = gr.State(None)
                 with gr.Row():
                     retry = gr.Button("🔄 Retry", elem_id="retry")
                     undo = gr.Button("↩️ Undo", elem_id="undo")
@@ -134,20 +142,27 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         private = dict(api_visibility="private")
         # Saved chats: every change to the chat is saved to this browser's list.
         save = (ch.save, [chatbot, c["saved"], c["current"]], [c["saved"], c["current"], c["chat_list"]])
+        browse = [versions, earlier, version_label, later]
+        fresh_versions = (lambda hist: remember_answer(None, hist), [chatbot], browse)  # another chat shown
         for event in running:
-            event.then(*save, **private)
-        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, **private).then(*save, **private)
+            event.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
+        for button, step in ((earlier, -1), (later, 1)):
+            button.click(lambda v, hist, step=step: browse_answers(v, hist, step), [versions, chatbot],
+                         [chatbot] + browse, cancels=running, **private).then(*save, **private)
+        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, **private).then(
+            remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
         for button in (clear, c["new"]):  # the chat stays in the list; the page starts a new one
-            button.click(ch.new, None, [chatbot, c["current"], c["chat_list"], textbox], cancels=running, **private)
+            button.click(ch.new, None, [chatbot, c["current"], c["chat_list"], textbox], cancels=running, **private).then(
+                remember_answer, [versions, chatbot], browse, **private)
         c["chat_list"].input(ch.open, [c["chat_list"], c["saved"]], [chatbot, c["current"], textbox],
-                             cancels=running, **private)
+                             cancels=running, **private).then(*fresh_versions, **private)
         c["delete"].click(ch.delete, [c["current"], c["saved"]], [c["saved"], c["current"], c["chat_list"], chatbot],
-                          cancels=running, **private)
+                          cancels=running, **private).then(*fresh_versions, **private)
         c["rename"].submit(ch.rename, [c["current"], c["rename"], c["saved"]], [c["saved"], c["chat_list"], c["rename"]],
                            **private)
         c["export"].click(ch.export, [chatbot, c["current"], c["saved"]], [c["md_file"], c["zip_file"]], **private)
         c["importer"].upload(ch.import_, [c["importer"], c["saved"]], [chatbot, c["saved"], c["current"], c["chat_list"]],
-                             cancels=running, **private)
+                             cancels=running, **private).then(*fresh_versions, **private)
         demo.load(ch.listing, [c["saved"]], [c["chat_list"]], **private)
         api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
                          [api_answer], api_name="chat", concurrency_id="generate")

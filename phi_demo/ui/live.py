@@ -81,8 +81,10 @@ class LiveHandlers:
 LIVE_CSS = """
 .live-transcript { min-height: 8em; padding: 0.75em; border: 1px solid var(--border-color-primary);
                    border-radius: 8px; font-size: 1.1em; line-height: 1.5; overflow-wrap: anywhere; }
-.live-transcript .tentative { color: var(--body-text-color-subdued); font-style: italic; }
-.live-transcript .placeholder { color: var(--body-text-color-subdued); }
+/* Grey enough to read as tentative, dark enough for 4.5:1 contrast (axe-core checks it). */
+.live-transcript .tentative { color: var(--neutral-600); font-style: italic; }
+.dark .live-transcript .tentative { color: var(--neutral-300); }
+.live-transcript .placeholder { color: var(--body-text-color); font-style: italic; }
 """
 
 

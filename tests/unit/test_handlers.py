@@ -155,6 +155,39 @@ def test_feedback_is_off_on_a_space_unless_set(tmp_path):
     assert target("off", on_space=False, cache=tmp_path) is None
 
 
+def test_retried_answers_can_be_browsed_and_the_one_shown_continues(handlers):
+    from phi_demo.ui.handlers import browse_answers, remember_answer
+
+    sampled = {**GEN, "do_sample": True, "temperature": 2.0, "max_new_tokens": 12}
+    history = list(handlers.submit({"text": "Tell me", "files": []}, [], sampled))[-1][0]
+    versions, *controls = remember_answer(None, history)
+    assert not controls[0]["visible"]  # one answer: nothing to browse
+    answers = [history[1]["content"]]
+    for _ in range(2):
+        history = list(handlers.retry(history, sampled))[-1][0]
+        versions, prev, label, nxt = remember_answer(versions, history)
+        answers.append(history[1]["content"])
+    assert len(set(answers)) == 3, "sampling at temperature 2 gave the same answer twice"
+    assert label["value"] == "Answer 3 of 3" and prev["interactive"] and not nxt["interactive"]
+    history, versions, prev, label, nxt = browse_answers(versions, history, -2)
+    assert history[1]["content"] == answers[0] and label["value"] == "Answer 1 of 3" and not prev["interactive"]
+    # The chosen answer continues the chat; a new question starts a new set.
+    history = list(handlers.submit({"text": "And then?", "files": []}, history, GEN))[-1][0]
+    assert history[1]["content"] == answers[0]
+    versions, *controls = remember_answer(versions, history)
+    assert len(versions["answers"]) == 1 and not controls[0]["visible"]
+
+
+def test_a_greedy_retry_that_repeats_itself_is_not_a_new_version(handlers):
+    from phi_demo.ui.handlers import remember_answer
+
+    history = list(handlers.submit({"text": "Tell me", "files": []}, [], GEN))[-1][0]
+    versions, *_ = remember_answer(None, history)
+    history = list(handlers.retry(history, GEN))[-1][0]
+    versions, *_ = remember_answer(versions, history)
+    assert len(versions["answers"]) == 1
+
+
 def test_retry_with_nothing_to_retry(handlers):
     outs, err = run(handlers.retry([], GEN))
     assert "no question to answer again" in str(err)
