@@ -180,6 +180,8 @@ def test_export_clear_import_gives_the_same_chat(page, server, tmp_path):
     assert chat_snapshot(page) == before
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "imported.png"))
+    if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
+        shutil.copy(SHOTS / "imported.png", ROOT / "docs" / "chats.png")
 
 
 def test_retry_twice_then_go_back_to_the_first_answer(page, server):
@@ -431,6 +433,7 @@ def test_example_click_answers_and_screenshot(page, server):
     page.locator("#examples").get_by_text("What is in this picture?").click()
     wait_for_stats(page)
     assert server.engine.requests[-1][0].modality == "vision"
+    page.wait_for_function("document.querySelector('#chat-list input').value !== ''")  # saved
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "screenshot.png"))
     if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
