@@ -387,7 +387,8 @@ def test_sidebar_settings_take_effect_and_reset(page, server):
 
 
 def test_refused_attention_choice_shows_reason(page, server):
-    page.get_by_label("flash_attention_2").check()
+    # click, not check(): the app puts the radio back at once, which check() takes for a failed click
+    page.get_by_label("flash_attention_2").click()
     page.wait_for_selector("text=needs a CUDA GPU")
     page.wait_for_function("document.querySelector('#attn input[value=sdpa]').checked")
 
@@ -400,6 +401,8 @@ def test_attention_change_reaches_every_tab(page, browser, server):
         other.goto(server.url)
         other.wait_for_selector("#model-status")
         other.wait_for_function("document.querySelector('#model-status').innerText.includes('tiny-random')")
+        other.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')")
+        other.click("[aria-label='Toggle Sidebar']")  # closed on a phone: open it to reach the setting
         other.get_by_label("eager").check()
         other.wait_for_selector("text=for every user of this app")
         other.wait_for_timeout(600)
