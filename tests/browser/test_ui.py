@@ -325,6 +325,16 @@ def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
         phone.context.close()
 
 
+def test_the_video_and_pdf_examples_answer(page, server):
+    page.locator("#examples").get_by_text("What happens in this video").click()
+    wait_for_stats(page)
+    request = server.engine.requests[-1][0]
+    assert request.images and request.audios and "[Video example_clip.mp4" in request.prompt
+    page.locator("#examples").get_by_text("Which month sold the most").click()
+    wait_for_stats(page, 2)
+    assert "[Text of example_report.pdf, page 2]" in server.engine.requests[-1][0].prompt
+
+
 def test_record_a_spoken_question_with_the_microphone(page, server):
     page.click("#message [data-testid=microphone-button]")
     page.click("#message button[aria-label='Start recording']")
