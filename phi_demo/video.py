@@ -158,7 +158,11 @@ def _frames_at(container, vs, targets: list[float], times: list[tuple[float, boo
                 break
         if best is None:
             break  # the stream ended early: a truncated file
-        frames.append(best.to_image(width=w, height=h).convert("RGB"))
+        image = best.to_image(width=w, height=h).convert("RGB")
+        # A phone's portrait clip is stored landscape with a display rotation, which ffmpeg's
+        # player applies and PyAV does not: PIL's counter-clockwise angle matches ffmpeg's.
+        rotation = int(getattr(best, "rotation", 0) or 0)
+        frames.append(image.rotate(rotation, expand=True) if rotation % 360 else image)
         got.append(position)
     return frames, got
 

@@ -27,7 +27,8 @@ def videos(folder: Path) -> dict[str, Path]:
     wav = speech(folder)
     out = {name: folder / name for name in (
         "clip.mp4", "silent.webm", "mute_track.mov", "sound_only.mp4", "uhd60.mp4", "long.mkv", "vfr.mkv",
-        "no_streams.mkv", "truncated.mp4", "corrupt.mp4", "empty.mp4", "video_named.wav", "short.mkv")}
+        "no_streams.mkv", "truncated.mp4", "corrupt.mp4", "empty.mp4", "video_named.wav", "short.mkv",
+        "portrait.mp4")}
     src = "testsrc2=size=640x360:rate=25:duration=6"
     ffmpeg("-f", "lavfi", "-i", src, "-i", str(wav), "-c:v", "libx264", "-preset", "ultrafast",
            "-pix_fmt", "yuv420p", "-c:a", "aac", str(out["clip.mp4"]))
@@ -45,6 +46,8 @@ def videos(folder: Path) -> dict[str, Path]:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=6", "-vf",
            "setpts='if(lt(N,90),N/(60*TB),(1.5+(N-90)/10)/TB)'", "-fps_mode", "vfr", "-c:v", "libx264",
            "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(out["vfr.mkv"]))
+    # As a phone stores a portrait clip: landscape pixels plus a 90° display rotation.
+    ffmpeg("-i", str(out["clip.mp4"]), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(out["portrait.mp4"]))
     srt = folder / "subs.srt"
     srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nHello\n")
     ffmpeg("-i", str(srt), str(out["no_streams.mkv"]))
@@ -66,28 +69,24 @@ def pdfs(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = {name: folder / name for name in ("text.pdf", "scan.pdf", "locked.pdf", "corrupt.pdf",
                                            "many.pdf", "no_pages.pdf", "truncated.pdf")}
-    doc = FPDF()
-    doc.set_font("Helvetica", size=14)
-    for i in range(1, 5):
-        doc.add_page()
-        doc.cell(text=f"Page {i}: {100 + 7 * i} units were sold.")
-    doc.output(str(out["text.pdf"]))
+
+    def text_pdf(path: Path, pages: list[str], password: str | None = None) -> None:
+        doc = FPDF()
+        doc.set_font("Helvetica", size=14)
+        for text in pages:
+            doc.add_page()
+            doc.cell(text=text)
+        if password:
+            doc.set_encryption(owner_password="owner", user_password=password)
+        doc.output(str(path))
+
+    text_pdf(out["text.pdf"], [f"Page {i}: {100 + 7 * i} units were sold." for i in range(1, 5)])
     page = Image.new("RGB", (850, 1100), "white")
     ImageDraw.Draw(page).text((60, 60), "A SCANNED PAGE WITH NO TEXT LAYER", fill="black")
     page.save(out["scan.pdf"])
-    locked = FPDF()
-    locked.set_font("Helvetica", size=14)
-    locked.add_page()
-    locked.cell(text="secret")
-    locked.set_encryption(owner_password="owner", user_password="user")
-    locked.output(str(out["locked.pdf"]))
+    text_pdf(out["locked.pdf"], ["secret"], password="user")
     out["corrupt.pdf"].write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 8)
-    many = FPDF()
-    many.set_font("Helvetica", size=12)
-    for i in range(1, 501):
-        many.add_page()
-        many.cell(text=f"page {i}")
-    many.output(str(out["many.pdf"]))
+    text_pdf(out["many.pdf"], [f"page {i}" for i in range(1, 501)])
     # A catalog whose page tree is empty: a valid PDF with zero pages.
     out["no_pages.pdf"].write_bytes(_minimal_pdf(kids=""))
     data = out["text.pdf"].read_bytes()

@@ -38,14 +38,14 @@ def _chats(saved) -> dict:
 
 
 class ChatsHandlers:
-    def __init__(self, settings, limits):
+    def __init__(self, settings):
         try:
             budget = parse_size(settings.chats_budget)
         except ValueError:
             raise SettingError(f"chats_budget = {settings.chats_budget!r}: must be a size such as 500mb or 2gb.") from None
         self.folder = settings.chats_folder
         self.store = MediaStore(self.folder / "media", budget)
-        self.limits = limits
+        self.max_audio_seconds = settings.max_audio_seconds
         self.max_import_bytes = parse_size(settings.max_file_size) * 8 if settings.max_file_size else 400 << 20
 
     def secret(self) -> str:
@@ -139,7 +139,7 @@ class ChatsHandlers:
             if kind == "image":
                 media.load_image(p)
             elif kind == "audio":
-                media.load_audio(p, self.limits.max_audio_seconds)
+                media.load_audio(p, self.max_audio_seconds)
 
         try:
             title, history = import_zip(path, self.store, check, self.max_import_bytes)

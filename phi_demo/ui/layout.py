@@ -38,9 +38,8 @@ CSS = """
 
 
 def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Blocks:
-    ch = ChatsHandlers(settings, None)
+    ch = ChatsHandlers(settings)
     h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder)))
-    ch.limits = h.limits
     d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
     L = GenerationSettings.LIMITS
     # Gradio deletes uploads older than a day, checking every hour.

@@ -3,6 +3,7 @@
 The microphone is Chromium's fake capture device playing a spoken question made with
 espeak-ng, so recording goes through the real browser audio path."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -275,20 +276,27 @@ def test_maths_is_typeset(page, server):
     assert page.locator("#chatbot [data-testid=user] .katex").count() == 4
 
 
-def test_a_phone_sees_the_chat_first(browser, server):
+@contextlib.contextmanager
+def phone_page(browser, server):
+    """A phone-sized tab with the page loaded; the sidebar starts closed there."""
     phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
     phone.set_default_timeout(30_000)
     try:
         phone.goto(server.url)
         phone.wait_for_selector("#message textarea")
         phone.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')")
+        yield phone
+    finally:
+        phone.context.close()
+
+
+def test_a_phone_sees_the_chat_first(browser, server):
+    with phone_page(browser, server) as phone:
         assert phone.locator("#chatbot").bounding_box()["x"] >= 0 and phone.is_visible("#message textarea")
         send(phone, "Hello from a phone")
         wait_for_stats(phone)
         SHOTS.mkdir(exist_ok=True)
         phone.screenshot(path=str(SHOTS / "phone.png"))
-    finally:
-        phone.context.close()
 
 
 def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
@@ -309,20 +317,13 @@ def test_upload_a_video_and_a_pdf_and_ask(page, browser, server):
     assert "[Text of example_report.pdf, page 1]" in request.prompt and "page 2]" not in request.prompt
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "video-pdf.png"))
-    phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
-    phone.set_default_timeout(30_000)
-    try:
-        phone.goto(server.url)
-        phone.wait_for_selector("#message textarea")
-        phone.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')")
+    with phone_page(browser, server) as phone:
         phone.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_clip.mp4"))
         phone.wait_for_selector("#message [aria-label='File thumbnail'] .feather-video")
         send(phone, "What happens?")
         wait_for_stats(phone)
         phone.locator("#chatbot [data-testid=user] video").scroll_into_view_if_needed()
         phone.screenshot(path=str(SHOTS / "video-phone.png"))
-    finally:
-        phone.context.close()
 
 
 def test_the_video_and_pdf_examples_answer(page, server):

@@ -67,6 +67,21 @@ def test_a_frame_costs_one_crop():
     assert tokens((1920, 1080)) == 3918  # unshrunk: 9 times as many
 
 
+def test_a_phone_s_portrait_clip_stands_upright(made, tmp_path):
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    clip = video.load_video(made["portrait.mp4"], max_frames=1)
+    assert clip.frames[0].size == (252, 448)  # portrait, as a player shows it
+    shown = tmp_path / "shown.png"  # ffmpeg's own rotation of the same frame
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", str(clip.times[0]), "-i", str(made["portrait.mp4"]),
+                    "-frames:v", "1", "-vf", "scale=252:448", str(shown)], check=True)
+    diff = np.abs(np.asarray(Image.open(shown).convert("RGB"), float) - np.asarray(clip.frames[0], float)).mean()
+    assert diff < 20, diff
+
+
 def test_4k_60fps_is_shrunk_and_quick(made):
     import time
 
