@@ -38,12 +38,14 @@ def assets():
 
 
 class RecordingEngine:
-    """The real engine, with each request noted so tests can see what the model was given.
+    """The real engine, with each request (and finished answer) noted so tests can see what the
+    model was given and what it said.
     `force_length` makes the tiny model produce exactly max_new_tokens (no early EOS)."""
 
     def __init__(self, engine):
         self._engine = engine
         self.requests = []
+        self.answers = []  # each finished answer's text, as the engine streamed it
         self.force_length = False
 
     def __getattr__(self, name):
@@ -53,7 +55,17 @@ class RecordingEngine:
         self.requests.append((request, gen, self._engine.attn))
         if self.force_length:
             gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
-        return self._engine.stream(request, gen, cancel)
+        inner = self._engine.stream(request, gen, cancel)
+        text = []
+        try:
+            for piece in inner:
+                if isinstance(piece, str):
+                    text.append(piece)
+                elif hasattr(piece, "new_tokens"):  # the stats: the answer is complete
+                    self.answers.append("".join(text))
+                yield piece
+        finally:
+            inner.close()  # Stop closes this generator: the engine must hear it at once
 
 
 @pytest.fixture(scope="session")

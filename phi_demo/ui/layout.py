@@ -135,7 +135,6 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         example = examples.load_input_event.then(on_submit, {textbox, chatbot, *named.values()}, **run)
         edited = chatbot.edit(on_edit, {chatbot, *named.values()}, **run)
         running = [sent, again, example, edited]
-        textbox.stop(h.stopped, None, [textbox], cancels=running, api_visibility="private")
         if h.feedback_path:  # the 👍/👎 buttons show only with a listener
             chatbot.like(on_like, {chatbot, *named.values()}, None, api_visibility="private")
         private = dict(api_visibility="private")
@@ -143,25 +142,30 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
         save = (ch.save, [chatbot, c["saved"], c["current"]], [c["saved"], c["current"], c["chat_list"]])
         browse = [versions, earlier, version_label, later]
         fresh_versions = (lambda hist: remember_answer(None, hist), [chatbot], browse)  # another chat shown
+        # A cancelled answer never reaches its own last step: whatever cancels one puts the box back.
+        idle_box = (h.stopped, None, [textbox])
         for event in running:
             event.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
+        # Stop keeps the part already shown, as the chat and as a saved chat.
+        textbox.stop(h.stopped, None, [textbox], cancels=running, **private).then(
+            remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
         for button, step in ((earlier, -1), (later, 1)):
             button.click(lambda v, hist, step=step: browse_answers(v, hist, step), [versions, chatbot],
-                         [chatbot] + browse, cancels=running, **private).then(*save, **private)
+                         [chatbot] + browse, cancels=running, **private).then(*idle_box, **private).then(*save, **private)
         undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, **private).then(
             remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
         for button in (clear, c["new"]):  # the chat stays in the list; the page starts a new one
             button.click(ch.new, None, [chatbot, c["current"], c["chat_list"], textbox], cancels=running, **private).then(
                 remember_answer, [versions, chatbot], browse, **private)
         c["chat_list"].input(ch.open, [c["chat_list"], c["saved"]], [chatbot, c["current"], textbox],
-                             cancels=running, **private).then(*fresh_versions, **private)
+                             cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
         c["delete"].click(ch.delete, [c["current"], c["saved"]], [c["saved"], c["current"], c["chat_list"], chatbot],
-                          cancels=running, **private).then(*fresh_versions, **private)
+                          cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
         c["rename"].submit(ch.rename, [c["current"], c["rename"], c["saved"]], [c["saved"], c["chat_list"], c["rename"]],
                            **private)
         c["export"].click(ch.export, [chatbot, c["current"], c["saved"]], [c["md_file"], c["zip_file"]], **private)
         c["importer"].upload(ch.import_, [c["importer"], c["saved"]], [chatbot, c["saved"], c["current"], c["chat_list"]],
-                             cancels=running, **private).then(*fresh_versions, **private)
+                             cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
         demo.load(ch.listing, [c["saved"]], [c["chat_list"]], **private)
         api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
                          [api_answer], api_name="chat", concurrency_id="generate")
