@@ -210,6 +210,38 @@ def test_retry_twice_then_go_back_to_the_first_answer(page, server):
     assert continued.strip() == escape_control_tokens(first).strip()
 
 
+# Serious or critical axe-core findings that come from Gradio's own components, not from our
+# layout or CSS (README, "Accessibility"): rule id and a piece of the offending element's HTML.
+GRADIO_OWN = [
+    ("button-name", 'class="icon-button'),  # a Chatbot toolbar icon button with an empty aria-label
+    ("nested-interactive", 'class="title'),  # the Chatbot's collapsible title of a metadata message
+    ("color-contrast", 'class="info-text'),  # a component's info line (#attn)
+    ("color-contrast", 'class="min_value'), ("color-contrast", 'class="max_value'),  # slider bounds
+    ("color-contrast", 'class="show-api'), ("color-contrast", 'class="built-with'),  # the footer
+    ("color-contrast", 'class="settings'),
+    ("color-contrast", 'role="tab"'),  # the selected tab's orange on white
+]
+
+
+def axe_findings(pg):
+    pg.add_script_tag(path=str(ROOT / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"))
+    return pg.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+        .flatMap(v => v.nodes.map(n => [v.id, n.html.slice(0, 160), n.target.join(' ')]))""")
+
+
+def test_accessibility_audit_finds_nothing_of_ours(page, server):
+    send(page, "Hello $x^2$")
+    wait_for_stats(page)
+    findings = axe_findings(page)
+    page.get_by_role("tab", name="Live transcription").click()
+    page.wait_for_selector("#live-mic")
+    findings += axe_findings(page)
+    ours = [f for f in findings if not any(rule == f[0] and piece in f[1] for rule, piece in GRADIO_OWN)]
+    assert ours == [], ours
+    assert findings, "axe-core found nothing at all: did it run?"
+
+
 def test_edit_the_second_message_and_the_third_turn_is_gone(page, server):
     for n, text in enumerate(("first", "second", "third"), 1):
         send(page, text)
