@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .conversation import normalize_history
+from .conversation import content_parts, file_path, normalize_history
 from .errors import UserInputError
 
 FORMAT = "phi-demo-chat/1"
@@ -110,11 +110,7 @@ def _map_files(content: Any, fn) -> Any:
     items = content if isinstance(content, list) else [content]
     out = []
     for item in items:
-        path = None
-        if isinstance(item, dict) and isinstance(item.get("path"), str):
-            path = item["path"]
-        elif isinstance(item, dict) and isinstance(item.get("file"), dict) and isinstance(item["file"].get("path"), str):
-            path = item["file"]["path"]
+        path = None if isinstance(item, str) else file_path(item)
         if path is None:
             out.append(item)
             continue
@@ -180,18 +176,9 @@ def to_markdown(title: str, history: list) -> str:
         if meta.get("title"):
             lines += [f"> {meta['title']}", ""]
             continue
-        texts, files = [], []
-        for item in m.get("content") if isinstance(m.get("content"), list) else [m.get("content")]:
-            if isinstance(item, str):
-                texts.append(item)
-            elif isinstance(item, dict) and item.get("type") == "text":
-                texts.append(str(item.get("text", "")))
-            elif isinstance(item, dict):
-                path = item.get("path") or (item.get("file") or {}).get("path")
-                if path:
-                    files.append(os.path.basename(path))
+        texts, files = content_parts(m.get("content"))
         lines.append("**You:**" if m.get("role") == "user" else "**Phi-4:**")
-        lines += [f"📎 `{f}`" for f in files]
+        lines += [f"📎 `{os.path.basename(f)}`" for f in files]
         lines += ["", "\n".join(texts), ""]
     return "\n".join(lines).rstrip() + "\n"
 

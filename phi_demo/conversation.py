@@ -37,7 +37,7 @@ class Turn:
     files: tuple[str, ...] = ()
 
 
-def _file_path(item: Any) -> str | None:
+def file_path(item: Any) -> str | None:
     """The server path inside any of Gradio's file shapes, or None if `item` is not a file.
     A file-shaped item whose path is missing or not text is refused with a sentence."""
     if isinstance(item, (list, tuple)) and item and isinstance(item[0], (str, os.PathLike)):
@@ -48,7 +48,7 @@ def _file_path(item: Any) -> str | None:
             if isinstance(inner, (str, os.PathLike)):
                 return str(inner)
             if isinstance(inner, dict) and inner is not item:
-                return _file_path(inner)
+                return file_path(inner)
             path = inner.get("path") if isinstance(inner, dict) else None
         elif "path" in item:
             path = item["path"]
@@ -61,7 +61,7 @@ def _file_path(item: Any) -> str | None:
     return str(path) if isinstance(path, (str, os.PathLike)) and str(path) else None
 
 
-def _content_parts(content: Any) -> tuple[list[str], list[str]]:
+def content_parts(content: Any) -> tuple[list[str], list[str]]:
     texts: list[str] = []
     files: list[str] = []
     items = content if isinstance(content, list) else [content]
@@ -75,7 +75,7 @@ def _content_parts(content: Any) -> tuple[list[str], list[str]]:
             if not isinstance(text, (str, int, float)) or isinstance(text, bool):
                 raise UserInputError(f"A text part of a chat message is not text: {text!r:.80}")
             texts.append(str(text))
-        elif (path := _file_path(item)) is not None:
+        elif (path := file_path(item)) is not None:
             files.append(path)
         else:
             raise UserInputError(f"A chat message contains something that is neither text nor a file: {item!r:.80}")
@@ -102,7 +102,7 @@ def normalize_history(history: Sequence[Any] | None) -> list[Turn]:
         metadata = msg.get("metadata")
         if isinstance(metadata, dict) and metadata.get("title"):
             continue
-        texts, files = _content_parts(msg.get("content"))
+        texts, files = content_parts(msg.get("content"))
         text = "\n".join(t for t in texts if t)
         if turns and turns[-1].role == role:
             prev = turns[-1]
@@ -129,7 +129,7 @@ def message_to_turn(message: Any) -> Turn:
         raise UserInputError("The message's files must be a list.")
     files = []
     for f in attached:
-        path = str(f) if isinstance(f, (str, os.PathLike)) else _file_path(f)
+        path = str(f) if isinstance(f, (str, os.PathLike)) else file_path(f)
         if not path:
             raise UserInputError(f"An attached file could not be understood: {f!r:.80}")
         files.append(path)

@@ -49,7 +49,6 @@ _SIGNATURES = [
     (4, b"mdat", "container"), (4, b"wide", "container"), (4, b"free", "container"),
 ]
 _MIME_KINDS = {"image/": "image", "audio/": "audio", "video/": "video", "application/pdf": "pdf"}
-KINDS = ("image", "audio", "video", "pdf")
 
 
 def sniff(head: bytes) -> str | None:

@@ -45,20 +45,31 @@ def notice_message(notice) -> dict:
     return {"role": "assistant", "content": "", "metadata": {"title": "⏳ " + notice.text, "status": "pending"}}
 
 
+def _user_block(history: list, index: int) -> tuple[int, int]:
+    """The messages [start, end) of the user turn holding history[index]: one turn may be
+    several messages (Gradio shows each file as its own)."""
+    start, end = index, index + 1
+    while start > 0 and history[start - 1].get("role") == "user":
+        start -= 1
+    while end < len(history) and history[end].get("role") == "user":
+        end += 1
+    return start, end
+
+
+def _last_user_block(history: list) -> tuple[int, int] | None:
+    last = next((i for i in range(len(history) - 1, -1, -1) if history[i].get("role") == "user"), None)
+    return None if last is None else _user_block(history, last)
+
+
 def split_last_turn(history: list) -> tuple[list, dict | None]:
     """(history before the last user turn, that turn as a textbox value)."""
     history = list(history or [])
-    i = len(history)
-    while i > 0 and history[i - 1].get("role") != "user":
-        i -= 1
-    j = i
-    while j > 0 and history[j - 1].get("role") == "user":
-        j -= 1
-    if i == 0:
+    block = _last_user_block(history)
+    if block is None:
         return history, None
-    turns = normalize_history(history[j:i])
+    turns = normalize_history(history[block[0]:block[1]])
     turn = turns[-1] if turns else Turn("user")
-    return history[:j], {"text": turn.text, "files": list(turn.files)}
+    return history[:block[0]], {"text": turn.text, "files": list(turn.files)}
 
 
 # The message box's two buttons: send while idle, stop while an answer runs.
@@ -79,10 +90,8 @@ def _edited_text(value) -> str:
 
 def _answer_start(history: list) -> int:
     """Where the last answer begins (just after the last user message); len(history) if none."""
-    i = len(history)
-    while i > 0 and history[i - 1].get("role") != "user":
-        i -= 1
-    return i if i > 0 else len(history)
+    block = _last_user_block(history)
+    return len(history) if block is None else block[1]
 
 
 def _question_key(history: list, start: int) -> str:
@@ -212,11 +221,7 @@ class ChatHandlers:
         history = list(history or [])
         if not isinstance(index, int) or not 0 <= index < len(history) or history[index].get("role") != "user":
             raise shown_error("Only your own messages can be edited.", title="Cannot edit")
-        start, end = index, index + 1
-        while start > 0 and history[start - 1].get("role") == "user":
-            start -= 1  # one turn may be several messages (Gradio shows each file as its own)
-        while end < len(history) and history[end].get("role") == "user":
-            end += 1
+        start, end = _user_block(history, index)
         turns = normalize_history(history[start:end])
         files = list(turns[-1].files) if turns else []
         message = {"text": _edited_text(new_value), "files": files}
