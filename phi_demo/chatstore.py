@@ -20,6 +20,7 @@ from typing import Any
 
 from .conversation import content_parts, file_path, normalize_history
 from .errors import UserInputError
+from .lru import ByteLRU
 
 FORMAT = "phi-demo-chat/1"
 MAX_ZIP_ENTRIES = 200
@@ -35,10 +36,21 @@ class MediaStore:
         self.folder = Path(folder)
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
+        self._hashed = ByteLRU(1 << 20, lambda target: 1, max_items=4096)  # file -> its stored copy
+        self.hashes = 0  # files read and hashed
 
     def put(self, path: str | os.PathLike) -> str:
-        """Copy a file in (once per content); returns its path in the store."""
+        """Copy a file in (once per content); returns its path in the store. A chat is saved
+        after every answer with all its files: a file seen before (same path, size and
+        modification time) is not read and hashed again."""
         src = Path(path)
+        st = src.stat()
+        seen = (str(src), st.st_mtime_ns, st.st_size)
+        known = self._hashed.get(seen)
+        if known is not None and os.path.exists(known):
+            self.touch(known)  # recently used
+            return known
+        self.hashes += 1
         digest = hashlib.sha256()
         with open(src, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -54,6 +66,7 @@ class MediaStore:
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, target)
                 self._evict(keep=target)
+        self._hashed.put(seen, str(target))
         return str(target)
 
     def holds(self, path: str) -> bool:

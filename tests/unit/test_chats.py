@@ -68,6 +68,19 @@ def test_the_same_file_is_stored_once(store):
     assert store.put(IMAGE) == store.put(IMAGE) and len(os.listdir(store.folder)) == 1
 
 
+def test_saving_after_every_answer_hashes_each_file_once(store, tmp_path):
+    for _ in range(3):
+        to_saved(chat(), store)
+    assert store.hashes == 2  # the image and the clip, the first time only
+    changed = tmp_path / "changed.png"
+    changed.write_bytes(open(IMAGE, "rb").read())
+    first = store.put(changed)
+    os.utime(changed, ns=(1, 1))  # touched: read again, same content, same stored copy
+    assert store.put(changed) == first and store.hashes == 4
+    os.unlink(first)  # evicted: copied in again
+    assert store.put(changed) == first and os.path.exists(first)
+
+
 def test_the_least_recently_used_media_leave_first(tmp_path):
     store = MediaStore(tmp_path / "m", budget_bytes=400_000)
     files = []
