@@ -10,6 +10,8 @@ stream with bounded work per chunk.
   all its words are committed with the segment's times and its audio is dropped, so each
   recognition sees at most `max_window_s` of audio however long the recording is;
 - a window without speech is never sent to the model.
+Speech and pauses come from a voice-activity detector fed as audio arrives (`vad.SpeechFrames`):
+silero-vad on the page, the energy threshold when it cannot load and in the pure tests.
 
 `LiveTranscriber` drives it for one recording: chunks are added at once (never queued
 behind a recognition); a single worker recognises the latest window whenever it is free."""
@@ -49,15 +51,19 @@ def language_name(code_or_name: str) -> str | None:
     )
 
 
-def instruction(language: str = "auto", task: str = "transcribe") -> str:
-    """The user text that goes after the <|audio|> slot."""
+def instruction(language: str = "auto", task: str = "transcribe", to: str = "en") -> str:
+    """The user text that goes after the <|audio|> slot: the model card's forms ("Transcribe
+    the audio clip into text.", "Translate the audio to French."), with the spoken language
+    as a hint when it is known."""
     if task not in TASKS:
         raise UserInputError(f"Unknown task {task!r}; choose transcribe or translate.")
     lang = language_name(language)
-    if task == "translate":
-        source = f" {lang}" if lang else ""
-        return f"Translate the{source} audio to English. Give only the English translation."
     hint = f" The speech is in {lang}." if lang else ""
+    if task == "translate":
+        target = language_name(to)
+        if target is None:
+            raise UserInputError("Say which language to translate into: en, zh, de, fr, it, ja, es or pt.")
+        return f"Translate the audio to {target}.{hint} Give only the {target} translation."
     return f"Transcribe the audio clip into text.{hint} Give only the transcript."
 
 
@@ -113,6 +119,8 @@ class StreamingTranscript:
     silence_db: float = -45.0
     min_new_audio_s: float = 0.4  # do not recognise again for less new audio than this
     sr: int = SAMPLE_RATE
+    speech: object = None  # vad.SpeechFrames for this stream; the energy threshold if not given
+    min_speech_s: float = 0.09
 
     window: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     window_start_s: float = 0.0
@@ -125,12 +133,19 @@ class StreamingTranscript:
     _previous_end_s: float = 0.0
     _recognised_until_s: float = 0.0
 
+    def __post_init__(self):
+        if self.speech is None:
+            from .vad import EnergyVAD
+
+            self.speech = EnergyVAD(self.silence_db).stream()
+
     # audio in
     def add_audio(self, samples: np.ndarray) -> None:
         samples = np.clip(np.asarray(samples, np.float32), -1.0, 1.0)
+        self.speech.feed(samples)
         self.window = np.concatenate([self.window, samples])
         self.received_s += len(samples) / self.sr
-        if not has_speech(self.window, self.silence_db, self.sr):
+        if not self.window_has_speech():
             # Nothing said yet in this window: keep only a short lead-in.
             keep = int(0.3 * self.sr)
             dropped = max(0, len(self.window) - keep)
@@ -143,13 +158,39 @@ class StreamingTranscript:
     def window_end_s(self) -> float:
         return self.window_start_s + len(self.window) / self.sr
 
+    def window_has_speech(self, end_s: float | None = None) -> bool:
+        end = self.window_end_s if end_s is None else end_s
+        return self.speech.speech_s(self.window_start_s, end) >= self.min_speech_s
+
+    def trailing_pause_s(self, end_s: float | None = None) -> float:
+        """Silence at the end of the window up to `end_s`, as the detector decided it."""
+        return self.speech.trailing_silence_s(self.window_start_s, self.window_end_s if end_s is None else end_s)
+
+    def _pause_point(self) -> float | None:
+        """Where a pause long enough to end the phrase completed, if no recognition has
+        looked past it yet: the window is cut there, whenever in a chunk it happened."""
+        t = self.speech.first_pause_end(self.window_start_s, self.window_end_s, self.pause_s)
+        return t if t is not None and t > self._recognised_until_s + 1e-6 else None
+
     def needs_recognition(self) -> bool:
-        return (has_speech(self.window, self.silence_db, self.sr)
-                and self.window_end_s - self._recognised_until_s >= self.min_new_audio_s)
+        return self.window_has_speech() and (
+            self._pause_point() is not None or self.window_end_s - self._recognised_until_s >= self.min_new_audio_s)
 
     def snapshot(self) -> tuple[np.ndarray, float]:
-        """The audio to recognise now, and where it ends."""
-        return self.window.copy(), self.window_end_s
+        """The audio to recognise now, and where it ends: up to the end of a phrase when one
+        ended, and never more than `max_window_s`, however much arrived while the last
+        recognition ran (the rest waits its turn)."""
+        end_s = min(self.window_end_s, self.window_start_s + self.max_window_s)
+        pause = self._pause_point()
+        if pause is not None:
+            end_s = min(end_s, pause)
+        audio = self.window[: int(round((end_s - self.window_start_s) * self.sr))].copy()
+        return audio, self.window_start_s + len(audio) / self.sr
+
+    @property
+    def waiting_s(self) -> float:
+        """Audio received past the cap, for the next window."""
+        return max(0.0, len(self.window) / self.sr - self.max_window_s)
 
     # hypotheses in
     def apply(self, hypothesis: str, end_s: float) -> None:
@@ -164,10 +205,9 @@ class StreamingTranscript:
         self._previous, self._previous_end_s = words, end_s
         # Committed words stay; what follows them by position is the tentative tail.
         self.tentative = words[len(self.agreed):]
-        heard = self.window[: int(round((end_s - self.window_start_s) * self.sr))]
-        paused = trailing_silence_s(heard, self.silence_db, self.sr) >= self.pause_s
-        if paused or end_s - self.window_start_s >= self.max_window_s:
-            self._finish_segment(words, end_s, trailing_silence_s(heard, self.silence_db, self.sr))
+        trailing = self.trailing_pause_s(end_s)
+        if trailing >= self.pause_s or end_s - self.window_start_s >= self.max_window_s - 1e-6:
+            self._finish_segment(words, end_s, trailing)
 
     def finish(self, hypothesis: str | None) -> None:
         """The recording stopped: the last words become final."""
@@ -205,38 +245,64 @@ class StreamingTranscript:
         return "\n".join(s.text for s in self.segments) + ("\n" if self.segments else "")
 
     def srt(self) -> str:
-        def ts(t: float) -> str:
-            ms = int(round(t * 1000))
-            return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+        from .longaudio import Cue, to_srt
 
-        return "".join(f"{i}\n{ts(s.start_s)} --> {ts(s.end_s)}\n{s.text}\n\n" for i, s in enumerate(self.segments, 1))
+        return to_srt([Cue(seg.start_s, seg.end_s, seg.text) for seg in self.segments])
 
 
 # --- driving it with a recogniser ------------------------------------------------
 
-def engine_recognizer(engine: ChatEngine, language: str = "auto", task: str = "transcribe",
-                      max_new_tokens: int = 96) -> Callable[[np.ndarray], str]:
-    """A recogniser backed by the chat engine (speech adapter, greedy decoding)."""
+def engine_recognizer(engine: ChatEngine, language: str = "auto", task: str = "transcribe", to: str = "en",
+                      max_new_tokens: int = 96) -> Callable[..., str]:
+    """A recogniser backed by the chat engine (speech adapter, greedy decoding); the
+    optional cancel event stops it within a token."""
+    text = instruction(language, task, to)
+    ask = engine_asker(engine, max_new_tokens)
+    return lambda samples, cancel=None: ask(text, samples, cancel)
+
+
+def engine_asker(engine: ChatEngine, max_new_tokens: int = 256) -> Callable[..., str]:
+    """ask(text, 16 kHz audio or None, cancel) -> the answer: one greedy request."""
     from .contract import collect
     from .conversation import media_request
     from .settings import GenerationSettings
 
-    text = instruction(language, task)
     gen = GenerationSettings(max_new_tokens=max_new_tokens)
 
-    def recognize(samples: np.ndarray) -> str:
-        answer, _stats = collect(engine.stream(media_request(text, audios=[samples]), gen, threading.Event()))
+    def ask(text: str, samples: np.ndarray | None = None, cancel: threading.Event | None = None) -> str:
+        request = media_request(text, audios=[] if samples is None else [samples])
+        # The engine sets the event it is given once the answer ends, so each request gets its
+        # own; the caller's cancel closes the stream, which stops the model.
+        pieces = engine.stream(request, gen, threading.Event())
+        try:
+            answer, _stats = collect(_until(pieces, cancel))
+        finally:
+            pieces.close()
         return answer.strip()
 
-    return recognize
+    return ask
+
+
+def _until(pieces, cancel: threading.Event | None):
+    for piece in pieces:
+        yield piece
+        if cancel is not None and cancel.is_set():
+            return
 
 
 class LiveTranscriber:
     """One recording: thread-safe, chunks never wait for the model."""
 
-    def __init__(self, recognize: Callable[[np.ndarray], str], policy: StreamingTranscript | None = None):
+    def __init__(self, recognize: Callable[[np.ndarray], str], policy: StreamingTranscript | None = None,
+                 inline: bool = False):
+        """`inline`: recognise in the thread that adds the chunk instead of a worker. On ZeroGPU
+        a GPU call must come from the request's own thread; each chunk's request then does the
+        recognition that is due (one at a time), and later chunks are stored without waiting."""
         self.recognize = recognize
         self.policy = policy or StreamingTranscript()
+        self.inline = inline
+        self._idle = threading.Event()  # no inline recognition running
+        self._idle.set()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.error: str | None = None
@@ -251,9 +317,20 @@ class LiveTranscriber:
             if self.stopped:
                 return
             self.policy.add_audio(audio)
-            if self._worker is None or not self._worker.is_alive():
+            if self.inline:
+                if not self._idle.is_set():
+                    return
+                self._idle.clear()
+            elif self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="phi-demo-transcribe", daemon=True)
                 self._worker.start()
+                return
+            else:
+                return
+        try:
+            self._work()
+        finally:
+            self._idle.set()
 
     def _work(self) -> None:
         while True:
@@ -278,14 +355,19 @@ class LiveTranscriber:
             worker = self._worker
         if worker is not None:
             worker.join()
+        self._idle.wait()
         with self._lock:
-            final = None
-            if has_speech(self.policy.window, self.policy.silence_db, self.policy.sr):
-                try:
-                    final = self.recognize(self.policy.window.copy())
-                except Exception as e:  # noqa: BLE001
-                    self.error = f"Recognition failed: {e}"
-            self.policy.finish(final)
+            p, final = self.policy, None
+            try:
+                # What waited past the cap is recognised a window at a time, like the rest.
+                while p.waiting_s > 0 and p.window_has_speech():
+                    audio, end_s = p.snapshot()
+                    p.apply(self.recognize(audio), end_s)
+                if p.window_has_speech():
+                    final = self.recognize(p.window.copy())
+            except Exception as e:  # noqa: BLE001
+                self.error = f"Recognition failed: {e}"
+            p.finish(final)
 
     def view(self) -> tuple[str, str, float]:
         with self._lock:

@@ -1,17 +1,23 @@
 """Where speech is in a recording: silero-vad (a small model its package ships, run with
 torch, offline), with the energy threshold as the fallback when it cannot load.
 
-Not wired into the live view yet (issue #15): this is the detector and its measurement
-(`python scripts/vad_compare.py`)."""
+Two uses: `segments()` for a whole file (chunking long recordings at pauses), and
+`stream()` for audio as it arrives (the live view's and voice mode's phrase ends), which
+decides speech or not for each 32 ms frame exactly once. Measured against known sentence
+times by `python -m phi_demo.bench.vad`."""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
+FRAME = 512  # samples per decision: 32 ms at 16 kHz, silero-vad's own window
+FRAME_S = FRAME / SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +38,12 @@ class EnergyVAD:
         loud = frame_db(np.asarray(x, dtype=np.float32), sr, frame_s) > self.threshold_db
         return _runs(loud, frame_s, self.min_silence_s, self.min_speech_s)
 
+    def stream(self) -> "SpeechFrames":
+        from .transcription import frame_db
+
+        return SpeechFrames(lambda x: float(frame_db(x, SAMPLE_RATE, FRAME_S)[0]), self.threshold_db,
+                            self.threshold_db)
+
 
 class SileroVAD:
     """silero-vad's speech probability per 32 ms, its own hysteresis and padding."""
@@ -39,9 +51,13 @@ class SileroVAD:
     name = "silero-vad"
 
     def __init__(self, min_silence_s: float = 0.6):
+        import warnings
+
         from silero_vad import load_silero_vad
 
-        self.model = load_silero_vad()  # bundled TorchScript weights: no download
+        with warnings.catch_warnings():  # torch's notice that torch.jit.load is deprecated, for every load
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = load_silero_vad()  # bundled TorchScript weights: no download
         self.min_silence_s = min_silence_s
 
     def segments(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> list[tuple[float, float]]:
@@ -53,6 +69,67 @@ class SileroVAD:
                                           sampling_rate=sr, min_silence_duration_ms=int(self.min_silence_s * 1000),
                                           return_seconds=True)
         return [(float(s["start"]), float(s["end"])) for s in found]
+
+    def stream(self) -> "SpeechFrames":
+        """A detector for one stream: the model keeps state between frames, so each stream
+        gets its own copy (a few ms), and speech runs from p >= 0.5 until p < 0.35, the
+        hysteresis silero's own get_speech_timestamps uses."""
+        import copy
+
+        import torch
+
+        model = copy.deepcopy(self.model)
+        model.reset_states()
+
+        def score(x: np.ndarray) -> float:
+            with torch.inference_mode():
+                return float(model(torch.from_numpy(x), SAMPLE_RATE).item())
+
+        return SpeechFrames(score, 0.5, 0.35)
+
+
+class SpeechFrames:
+    """Speech or not for each 32 ms frame of one stream, decided once as audio arrives.
+    Times are seconds since the stream began; a partial frame at the end is not decided yet."""
+
+    def __init__(self, score: Callable[[np.ndarray], float], on: float, off: float):
+        self._score, self._on, self._off = score, on, off
+        self._pending = np.zeros(0, np.float32)
+        self._active = False
+        self.flags = bytearray()
+
+    def feed(self, samples: np.ndarray) -> None:
+        x = np.concatenate([self._pending, np.asarray(samples, np.float32)])
+        n = len(x) // FRAME
+        for i in range(n):
+            p = self._score(np.ascontiguousarray(x[i * FRAME:(i + 1) * FRAME]))
+            self._active = p >= (self._off if self._active else self._on)
+            self.flags.append(self._active)
+        self._pending = x[n * FRAME:]
+
+    def _range(self, start_s: float, end_s: float) -> tuple[int, int]:
+        lo = max(0, int(start_s / FRAME_S + 1e-6))
+        return lo, max(lo, min(len(self.flags), int(end_s / FRAME_S + 1e-6)))
+
+    def speech_s(self, start_s: float, end_s: float) -> float:
+        lo, hi = self._range(start_s, end_s)
+        return sum(self.flags[lo:hi]) * FRAME_S
+
+    def first_pause_end(self, start_s: float, end_s: float, pause_s: float) -> float | None:
+        """When the first pause of `pause_s` after some speech in [start, end) is complete."""
+        lo, hi = self._range(start_s, end_s)
+        speech = self.flags.find(1, lo, hi)
+        if speech < 0:
+            return None
+        k = max(1, math.ceil(pause_s / FRAME_S - 1e-6))
+        quiet = self.flags.find(bytes(k), speech, hi)
+        return None if quiet < 0 else (quiet + k) * FRAME_S
+
+    def trailing_silence_s(self, start_s: float, end_s: float) -> float:
+        """Seconds of non-speech at the end of [start, end) (all of it when none is speech)."""
+        lo, hi = self._range(start_s, end_s)
+        last = self.flags.rfind(1, lo, hi)
+        return (hi - lo if last < 0 else hi - 1 - last) * FRAME_S
 
 
 def load_vad(prefer: str = "silero") -> tuple[object, str]:

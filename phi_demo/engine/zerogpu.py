@@ -33,6 +33,10 @@ def _generate(request, gen):
 class ZeroGpuEngine:
     """The engine as the page sees it, with each answer produced inside spaces.GPU."""
 
+    # ZeroGPU ties the GPU quota to the request: views that would call the model from a
+    # worker thread of their own call it from the request's thread instead.
+    request_thread_only = True
+
     def __init__(self, engine):
         import spaces
 

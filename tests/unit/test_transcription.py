@@ -186,3 +186,59 @@ def test_engine_recognizer_uses_the_speech_adapter(engine, monkeypatch):
     text = recognize(speech(2.0))
     assert isinstance(text, str) and text
     assert seen == ["speech"]
+
+
+def test_the_window_sent_never_passes_the_cap_however_slow_the_model():
+    """Audio that arrives while a recognition runs waits for the next window: the window
+    sent to the model is never longer than max_window_s (a status once showed 23.4 s of 15)."""
+    sent = []
+
+    def slow(audio):
+        sent.append(len(audio) / SR)
+        time.sleep(0.3)
+        return "la la"
+
+    live = LiveTranscriber(slow, StreamingTranscript(max_window_s=3.0))
+    for _ in range(100):  # 10 s of unbroken speech in about 1 s
+        live.add_chunk(SR, speech(0.1))
+        time.sleep(0.01)
+    assert live.policy.waiting_s > 0  # more arrived than one window holds
+    live.stop()
+    assert max(sent) <= 3.0 + 1e-6 and live.policy.received_s == pytest.approx(10.0)
+    assert all(s.end_s - s.start_s <= 3.0 + 1e-6 for s in live.policy.segments)
+
+
+def test_on_zerogpu_recognition_runs_in_the_thread_that_adds_the_chunk():
+    threads = []
+
+    def recognize(audio):
+        threads.append(threading.current_thread())
+        return "word"
+
+    live = LiveTranscriber(recognize, inline=True)
+    for _ in range(20):
+        live.add_chunk(SR, speech(0.1))
+    assert threads and set(threads) == {threading.current_thread()}
+    assert not [t for t in threading.enumerate() if t.name == "phi-demo-transcribe"]
+    live.stop()
+    assert live.view()[0].startswith("word")
+
+
+def test_silero_finds_the_phrase_ends_in_noise_where_the_threshold_hears_one_long_phrase():
+    """Sentences at 10 dB SNR through the live policy: with silero-vad each pause ends a
+    segment; with the -45 dBFS threshold the noise never lets one end."""
+    from phi_demo.bench.vad import SENTENCES, synth_recording
+    from phi_demo.vad import EnergyVAD, SileroVAD
+
+    audio, truth = synth_recording(SENTENCES[:3], pause_s=1.2, snr_db=10, seed=2)
+    ends = {}
+    for name, vad in (("silero", SileroVAD()), ("energy", EnergyVAD())):
+        p = StreamingTranscript(max_window_s=60.0, speech=vad.stream())
+        for i in range(0, len(audio), SR // 2):  # half-second chunks, recognised as they come
+            p.add_audio(audio[i:i + SR // 2])
+            if p.needs_recognition():
+                p.apply("words", p.snapshot()[1])
+        ends[name] = [s.end_s for s in p.segments]
+    assert len(ends["silero"]) == 3 and ends["energy"] == []  # each sentence ends in a pause, the last too
+    for found, (_, true_end) in zip(ends["silero"], truth):
+        assert abs(found - true_end) < 0.5
