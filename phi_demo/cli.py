@@ -1,7 +1,9 @@
-"""Command line: `python -m phi_demo ask ...` and `python -m phi_demo transcribe ...`.
+"""Command line: `python -m phi_demo ask|transcribe|summarize ...`.
 
-Prints the streamed answer on stdout (stats on stderr); `--json FILE` also writes the prompt,
-inputs, answer, settings and timings. Bad input is one line on stderr and a non-zero exit."""
+`ask` prints the streamed answer on stdout (stats on stderr); `--json FILE` also writes the
+prompt, inputs, answer, settings and timings. `transcribe` cuts a recording at pauses into
+chunks of at most 30 s and prints txt, srt, vtt or json on stdout; `summarize` prints a
+summary. Long files show progress on stderr. Bad input is one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from .errors import ModelUnavailable, SettingError, UserInputError
 from .settings import AppSettings, GenerationSettings
 
 MODEL_FLAGS = ("model", "revision", "device", "dtype", "attn", "system_prompt", "max_new_tokens",
-               "max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds", "offline")
+               "max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds", "offline",
+               "quantize")
+SPEECH_FLAGS = ("model", "revision", "device", "dtype", "attn", "offline", "quantize", "max_recording_seconds",
+                "summary_part_seconds", "vad")
 EXIT_BAD_INPUT, EXIT_NO_MODEL, EXIT_FAILED = 2, 3, 1
 
 
@@ -34,23 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PDF file or http(s) URL (repeatable): its pages, or those the question names "
                           "(\"pages 2-3\")")
 
-    tr = sub.add_parser("transcribe", help="transcribe (or translate) speech")
+    tr = sub.add_parser("transcribe", help="transcribe (or translate) speech of any length, cut at pauses")
     tr.add_argument("audio", help="audio file or http(s) URL")
-    tr.add_argument("--language", default="auto", help="en, zh, de, fr, it, ja, es, pt or auto")
+    tr.add_argument("--language", default="auto", help="spoken language: en, zh, de, fr, it, ja, es, pt or auto")
     tr.add_argument("--task", default="transcribe", choices=("transcribe", "translate"),
-                    help="transcribe in the spoken language, or translate to English")
+                    help="transcribe in the spoken language, or translate (see --to)")
+    tr.add_argument("--to", default="en", help="language to translate into: en, zh, de, fr, it, ja, es or pt")
+    tr.add_argument("--format", default="txt", choices=("txt", "srt", "vtt", "json"), help="what stdout gets")
+    tr.add_argument("--max-chunk-seconds", type=float, default=30.0,
+                    help="longest chunk sent to the model (the model transcribes best up to ~40 s)")
 
-    for sp in (ask, tr):
-        AppSettings.add_arguments(sp, only=MODEL_FLAGS)
-        sp.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-        sp.add_argument("--temperature", type=float, default=None)
-        sp.add_argument("--top-p", type=float, default=None)
-        sp.add_argument("--top-k", type=int, default=None)
-        sp.add_argument("--seed", type=int, default=None)
-        sp.add_argument("--json", metavar="FILE", help="also write prompt, inputs, answer, settings and timings here")
+    sm = sub.add_parser("summarize", help="summarize a recording (by parts when longer than one request)")
+    sm.add_argument("audio", help="audio file or http(s) URL")
+
+    ask.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    ask.add_argument("--temperature", type=float, default=None)
+    ask.add_argument("--top-p", type=float, default=None)
+    ask.add_argument("--top-k", type=int, default=None)
+    ask.add_argument("--seed", type=int, default=None)
+    for sp in (ask, tr, sm):  # speech work is greedy: the model card's prompts, no sampling
+        AppSettings.add_arguments(sp, only=MODEL_FLAGS if sp is ask else SPEECH_FLAGS + ("max_new_tokens",))
+        sp.add_argument("--json", metavar="FILE", help="also write prompt, inputs, results, settings and timings here")
         sp.add_argument("--allow-private-urls", action="store_true",
                         help="allow URLs on loopback/private addresses (refused by default)")
-        sp.add_argument("--quiet", action="store_true", help="no stats on stderr")
+        sp.add_argument("--quiet", action="store_true", help="no progress or stats on stderr")
     return p
 
 
@@ -65,31 +77,10 @@ def _local(path_or_url: str, allow_private: bool) -> str:
     return path_or_url
 
 
-def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
-    from .conversation import Limits, Turn, build_request
-    from .transcription import instruction
-
-    settings = AppSettings.resolve(vars(args))
-    gen = GenerationSettings.from_values(max_new_tokens=settings.max_new_tokens, do_sample=args.sample,
-                                         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                         seed=args.seed)
-    if args.command == "ask":
-        question = args.question
-        files = [_local(f, args.allow_private_urls) for f in args.image + args.audio + args.video + args.pdf]
-        system_prompt = settings.system_prompt
-    else:
-        question = instruction(args.language, args.task)
-        files = [_local(args.audio, args.allow_private_urls)]
-        system_prompt = ""
-    limits = Limits.from_settings(settings)
-    turn = Turn("user", question.strip(), tuple(files))
-    if not turn.text and not turn.files:
-        raise UserInputError("The question is empty.")
-    request = build_request([turn], system_prompt, limits)
-
+def _engine(settings: AppSettings):
+    """(engine, loaded model, load seconds); a setting that cannot be honoured is one line."""
     from transformers.utils import logging as hf_logging
 
-    from .contract import collect
     from .engine import Engine
 
     hf_logging.disable_progress_bar()
@@ -98,7 +89,81 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     if engine.config_error:
         raise SettingError(engine.config_error)
     loaded = engine.load()
-    load_s = time.perf_counter() - t0
+    return engine, loaded, time.perf_counter() - t0
+
+
+def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+    """transcribe and summarize: the long-recording path the Audio file tab uses."""
+    from . import longaudio
+    from .transcription import engine_asker, engine_recognizer, instruction
+    from .vad import load_vad
+
+    settings = AppSettings.resolve(vars(args))
+    if args.command == "transcribe":
+        prompt = instruction(args.language, args.task, args.to)  # a bad language fails before any work
+    path = _local(args.audio, args.allow_private_urls)
+    audio, note = longaudio.load_recording(path, settings.max_recording_seconds)
+    if note:
+        err.write(f"phi-demo: {note}\n")
+    vad, vad_name = load_vad(settings.vad)
+    speech = vad.segments(audio)
+    total_s = len(audio) / longaudio.SAMPLE_RATE
+    engine, loaded, load_s = _engine(settings)
+    cancel = threading.Event()
+    if args.command == "summarize":
+        def part(i: int, n: int) -> None:
+            if not args.quiet and n > 1:
+                err.write(f"[{'combining the parts' if i == n else f'part {i + 1} of {n}'}]\n")
+
+        ask = engine_asker(engine, settings.max_new_tokens)
+        summary = longaudio.summarize(audio, speech, ask, cancel, settings.summary_part_seconds, part)
+        out.write(summary.text + "\n")
+        return 0
+    recognize = engine_recognizer(engine, args.language, args.task, args.to,
+                                  max_new_tokens=min(settings.max_new_tokens, 512))
+    last = None
+    for last in longaudio.transcribe(audio, speech, recognize, cancel, args.max_chunk_seconds, note):
+        if not args.quiet and last.chunks_done and not (last.finished or last.stopped):
+            err.write(f"[{longaudio.clock(last.done_s)} of {longaudio.clock(total_s)} · chunk {last.chunks_done}/{last.chunks} · "
+                      f"{last.seconds:.1f} s]\n")
+    about = {"file": str(args.audio), "duration_s": round(total_s, 3), "task": args.task,
+             "language": args.language, **({"to": args.to} if args.task == "translate" else {}),
+             "detector": vad_name}
+    out.write(longaudio.render(last.cues, args.format, **about))
+    if args.json:
+        record = {"command": args.command, "prompt": prompt, "inputs": {"files": [args.audio], "local_files": [path]},
+                  "segments": [c.__dict__ for c in last.cues], "detector": vad_name,
+                  "settings": {"model": settings.model, "device": loaded.device, "dtype": loaded.dtype,
+                               "attention": loaded.attn, "adapter": engine.adapter_for(loaded, "speech")},
+                  "timings": {"model_load_s": round(load_s, 3), "transcribe_s": round(last.seconds, 3),
+                              "real_time_factor": round(last.seconds / total_s, 4)}}
+        Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    if not args.quiet:
+        err.write(f"[{len(last.cues)} segments · {last.seconds:.1f} s for {total_s:.1f} s of audio "
+                  f"(real-time factor {last.seconds / total_s:.3f}) · {vad_name} · model load {load_s:.2f} s]\n")
+    return 0
+
+
+def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+    from .conversation import Limits, Turn, build_request
+
+    if args.command in ("transcribe", "summarize"):
+        return run_speech(args, out, err)
+    settings = AppSettings.resolve(vars(args))
+    gen = GenerationSettings.from_values(max_new_tokens=settings.max_new_tokens, do_sample=args.sample,
+                                         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                         seed=args.seed)
+    question = args.question
+    files = [_local(f, args.allow_private_urls) for f in args.image + args.audio + args.video + args.pdf]
+    limits = Limits.from_settings(settings)
+    turn = Turn("user", question.strip(), tuple(files))
+    if not turn.text and not turn.files:
+        raise UserInputError("The question is empty.")
+    request = build_request([turn], settings.system_prompt, limits)
+
+    from .contract import collect
+
+    engine, loaded, load_s = _engine(settings)
 
     def show(piece: str) -> None:
         out.write(piece)
@@ -111,7 +176,7 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     if args.json:
         record = {
             "command": args.command, "prompt": request.prompt,
-            "inputs": {"text": question, "files": list(args.image + args.audio + args.video + args.pdf) if args.command == "ask" else [args.audio],
+            "inputs": {"text": question, "files": list(args.image + args.audio + args.video + args.pdf),
                        "local_files": files},
             "answer": answer,
             "settings": {"model": settings.model, "revision": engine.key().revision, "device": loaded.device,

@@ -126,6 +126,13 @@ class AppSettings:
     max_video_frames: int = field(default=8, metadata={
         "help": "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"})
     max_video_seconds: float = field(default=300.0, metadata={"help": "longest video accepted, seconds"})
+    max_recording_seconds: float = field(default=7200.0, metadata={
+        "help": "longest recording the Audio file tab and `transcribe`/`summarize` accept, seconds"})
+    summary_part_seconds: float = field(default=1800.0, metadata={
+        "help": "longest audio summarised in one request; longer recordings are summarised by parts"})
+    vad: str = field(default="silero", metadata={
+        "help": "voice-activity detector for phrase ends and chunking: silero (silero-vad; the energy "
+                "threshold if it cannot load) or energy", "choices": ("silero", "energy")})
     max_file_size: str = field(default="50mb", metadata={"help": "largest upload Gradio accepts"})
     chats_dir: str | None = field(default=None, metadata={
         "help": "where the media of saved chats are kept, by content hash (default: chats/ in the app's cache "

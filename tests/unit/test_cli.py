@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import soundfile as sf
 
 from phi_demo import fetch as fetch_mod
 from phi_demo.errors import UserInputError
@@ -40,11 +41,36 @@ def test_ask_with_image_and_audio_writes_json(tmp_path):
 def test_transcribe_uses_speech_adapter_and_language(tmp_path):
     out = tmp_path / "t.json"
     r = cli("transcribe", str(AUDIO), "--language", "fr", "--model", "tiny-random", "--max-new-tokens", "5",
-            "--json", str(out))
+            "--json", str(out), "--format", "srt")
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
-    assert rec["settings"]["adapter"] == "speech"
-    assert "The speech is in French." in rec["prompt"] and rec["prompt"].startswith("<|user|><|audio|>")
+    assert rec["settings"]["adapter"] == "speech" and rec["detector"] == "silero-vad"
+    assert "The speech is in French." in rec["prompt"]
+    assert r.stdout.startswith("1\n00:00:00,000 --> 00:00:02,") and rec["segments"][0]["text"] in r.stdout
+    assert "real-time factor" in r.stderr
+
+
+def test_transcribe_long_file_formats_translation_and_summary(tmp_path):
+    """A recording of four sentences with pauses: progress per chunk on stderr, each format
+    on stdout, translation into another language, and a summary."""
+    from phi_demo.bench.vad import SENTENCES, synth_recording
+
+    audio, _truth = synth_recording(SENTENCES[:4], pause_s=1.5)
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, audio, 16000)
+    base = ["--model", "tiny-random", "--max-new-tokens", "4"]
+    r = cli("transcribe", str(wav), "--format", "json", "--task", "translate", "--to", "de",
+            "--max-chunk-seconds", "4", *base)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["task"] == "translate" and data["to"] == "de" and len(data["segments"]) >= 3
+    assert all(s["end"] - s["start"] <= 4 for s in data["segments"])
+    assert len([l for l in r.stderr.splitlines() if " · chunk " in l]) == len(data["segments"])
+    r = cli("transcribe", str(wav), "--format", "vtt", "--quiet", *base)
+    assert r.returncode == 0 and r.stdout.startswith("WEBVTT\n\n00:00:0") and "chunk" not in r.stderr
+    r = cli("summarize", str(wav), "--summary-part-seconds", "6", *base)
+    assert r.returncode == 0, r.stderr
+    assert "[combining the parts]" in r.stderr and r.stdout.strip()
 
 
 def test_config_file_env_and_flags_precedence(tmp_path):
@@ -70,6 +96,9 @@ def test_config_file_env_and_flags_precedence(tmp_path):
     (["ask", "   "], 2, "The question is empty."),
     (["ask", "x", "--image", str(AUDIO).replace(".wav", ".txt")], 2, "no such file"),
     (["transcribe", str(AUDIO), "--language", "klingon"], 2, "Unknown speech language 'klingon'"),
+    (["transcribe", str(AUDIO), "--task", "translate", "--to", "auto"], 2, "which language to translate into"),
+    (["transcribe", str(AUDIO), "--max-recording-seconds", "1"], 2, "the limit is 1 s"),
+    (["summarize", "/no/such.wav"], 2, "/no/such.wav: no such file."),
     (["ask", "x", "--model", "/does/not/exist"], 3, "does not hold a model"),
 ])
 def test_bad_input_is_one_line_and_non_zero(args, code, expected):
@@ -82,7 +111,15 @@ def test_bad_input_is_one_line_and_non_zero(args, code, expected):
 
 def test_instruction_prompts():
     assert instruction() == "Transcribe the audio clip into text. Give only the transcript."
-    assert instruction("de", "translate") == "Translate the German audio to English. Give only the English translation."
+    assert instruction("de", "translate") == ("Translate the audio to English. The speech is in German. "
+                                              "Give only the English translation.")
+    # Into any of the eight speech languages, in the model card's form; the source may be automatic.
+    assert instruction("auto", "translate", to="ja") == "Translate the audio to Japanese. Give only the Japanese translation."
+    assert instruction("en", "translate", to="Portuguese").startswith("Translate the audio to Portuguese.")
+    with pytest.raises(UserInputError, match="which language to translate into"):
+        instruction("en", "translate", to="auto")
+    with pytest.raises(UserInputError, match="Unknown speech language 'klingon'"):
+        instruction("en", "translate", to="klingon")
     with pytest.raises(UserInputError, match="choose transcribe or translate"):
         instruction("en", "summarise")
 
