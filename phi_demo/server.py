@@ -21,6 +21,7 @@ def upload_root() -> str:
 def create(settings: AppSettings, engine=None, load: bool = True):
     """Build (engine, demo). The model starts loading in the background; the page shows progress."""
     from .ui import build_demo
+    from .vad import EnergyVAD, load_vad
 
     if settings.backend == "openai":
         # A server does the work: torch is never imported.
@@ -30,6 +31,7 @@ def create(settings: AppSettings, engine=None, load: bool = True):
         if load:
             engine.load_in_background()
         page_engine = engine
+        vad = (EnergyVAD(), "energy threshold (the server backend keeps torch out of this process)")
     else:
         from .engine import Engine, zerogpu
 
@@ -44,7 +46,8 @@ def create(settings: AppSettings, engine=None, load: bool = True):
             else:
                 engine.load_in_background()
         page_engine = zerogpu.wrap(engine)
-    demo = build_demo(page_engine, settings, allowed_roots=(upload_root(),))
+        vad = load_vad(settings.vad)
+    demo = build_demo(page_engine, settings, allowed_roots=(upload_root(),), vad=vad)
     # Requests wait in Gradio's queue (and see their position) while one answer is generated.
     demo.queue(default_concurrency_limit=1, max_size=64)
     return engine, demo

@@ -11,6 +11,7 @@ from ..settings import GenerationSettings
 from .chats import ChatsHandlers, build_chats_panel
 from .handlers import ChatHandlers, browse_answers, remember_answer
 from .live import LIVE_CSS, build_live_tab
+from .recording import FILE_CSS, build_recording_tab
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
@@ -34,10 +35,16 @@ CSS = """
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
 #answer-versions { justify-content: flex-start; align-items: center; gap: 0.5em; }
 #answer-versions > * { flex: 0 0 auto; width: auto; }
-""" + LIVE_CSS
+""" + LIVE_CSS + FILE_CSS
 
 
-def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Blocks:
+def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) -> gr.Blocks:
+    """`vad`: (voice-activity detector, its name) for phrase ends and chunking; the energy
+    threshold when not given."""
+    if vad is None:
+        from ..vad import EnergyVAD
+
+        vad = (EnergyVAD(), "energy threshold")
     ch = ChatsHandlers(settings)
     h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder)))
     d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
@@ -94,7 +101,9 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = ()) -> gr.Bloc
                     clear = gr.Button("🗑️ Clear", elem_id="clear")
                 examples = gr.Examples(EXAMPLES, inputs=[textbox], label="Examples", elem_id="examples")
             with gr.Tab("Live transcription", id="live"):
-                build_live_tab(engine, tabs, textbox)
+                build_live_tab(engine, tabs, textbox, *vad)
+            with gr.Tab("Audio file", id="file"):
+                build_recording_tab(engine, settings, *vad, tabs, textbox)
 
         # The /chat endpoint for programs: plain message + history in, answer text out.
         with gr.Group(visible=False):

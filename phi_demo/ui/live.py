@@ -8,23 +8,37 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..transcription import LANGUAGES, LiveTranscriber, engine_recognizer
+from ..transcription import LANGUAGES, LiveTranscriber, StreamingTranscript, engine_recognizer
 
 LANGUAGE_CHOICES = [("Detect automatically", "auto")] + [(name, code) for code, name in LANGUAGES.items() if name]
+TARGET_CHOICES = [(name, code) for code, name in LANGUAGES.items() if name]
+
+
+def show_target(task):
+    """The "Translate into" picker shows only for translation."""
+    return gr.update(visible=task == "translate")
 
 
 class LiveHandlers:
-    def __init__(self, engine):
+    def __init__(self, engine, vad=None, vad_name: str = "energy threshold"):
         self.engine = engine
+        self.vad, self.vad_name = vad, vad_name
 
-    def start(self, language, task):
-        live = LiveTranscriber(engine_recognizer(self.engine, language or "auto", task or "transcribe"))
+    def transcriber(self, language, task, to) -> LiveTranscriber:
+        """One recording: its own detector state, and on ZeroGPU recognitions made from the
+        chunk requests' own threads (the GPU quota belongs to a request)."""
+        policy = StreamingTranscript(speech=self.vad.stream() if self.vad is not None else None)
+        recognize = engine_recognizer(self.engine, language or "auto", task or "transcribe", to or "en")
+        return LiveTranscriber(recognize, policy, inline=getattr(self.engine, "request_thread_only", False))
+
+    def start(self, language, task, to="en"):
+        live = self.transcriber(language, task, to)
         hidden = gr.File(value=None, visible=False)  # the last recording's files, until this one stops
         return live, self.render(live), self.status(live), hidden, hidden
 
-    def chunk(self, chunk, live, language, task):
+    def chunk(self, chunk, live, language, task, to="en"):
         if live is None or live.stopped:
-            live = self.start(language, task)[0]
+            live = self.start(language, task, to)[0]
         if chunk is not None:
             sample_rate, samples = chunk
             live.add_chunk(sample_rate, samples)
@@ -53,16 +67,17 @@ class LiveHandlers:
             body = '<span class="placeholder">Listening…</span>'
         return f'<div class="live-transcript">{body}</div>'
 
-    @staticmethod
-    def status(live) -> str:
+    def status(self, live) -> str:
         if live is None:
             return ""
         if live.error:
             return f"❌ {live.error}"
         p = live.policy
         last = live.compute_s[-1][1] if live.compute_s else 0.0
+        window = min(len(p.window) / p.sr, p.max_window_s)
+        waiting = f" (+{p.waiting_s:.1f} s waiting)" if p.waiting_s else ""
         return (f"Heard {p.received_s:.1f} s · committed text lags by **{p.lag_s:.1f} s** · "
-                f"window {len(p.window) / p.sr:.1f} s · last recognition {last:.2f} s")
+                f"window {window:.1f} s{waiting} · last recognition {last:.2f} s · pauses: {self.vad_name}")
 
     @staticmethod
     def transcript_text(live) -> str:
@@ -88,15 +103,17 @@ LIVE_CSS = """
 """
 
 
-def build_live_tab(engine, tabs, chat_box) -> None:
+def build_live_tab(engine, tabs, chat_box, vad=None, vad_name: str = "energy threshold") -> None:
     """The tab's components and events; call inside a gr.Tab."""
-    h = LiveHandlers(engine)
+    h = LiveHandlers(engine, vad, vad_name)
     gr.Markdown("Press **Record** and speak: committed text appears as you talk, and a grey tail "
-                "may still change. If recording does not start, allow microphone access in your browser.")
+                "may still change. If recording does not start, allow microphone access in your browser. "
+                f"Pauses are found by **{vad_name}**.", elem_id="live-intro")
     with gr.Row():
         language = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Language spoken", elem_id="live-language")
-        task = gr.Radio([("Transcribe", "transcribe"), ("Translate to English", "translate")], value="transcribe",
+        task = gr.Radio([("Transcribe", "transcribe"), ("Translate", "translate")], value="transcribe",
                         label="Task", elem_id="live-task")
+        to = gr.Dropdown(TARGET_CHOICES, value="en", label="Translate into", visible=False, elem_id="live-to")
     mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="live-mic")
     view = gr.HTML(h.render(None), elem_id="live-transcript")
     status = gr.Markdown(elem_id="live-status")
@@ -111,10 +128,11 @@ def build_live_tab(engine, tabs, chat_box) -> None:
     live = gr.State(None)
 
     private = dict(api_visibility="private")
-    mic.start_recording(h.start, [language, task], [live, view, status, txt_file, srt_file], **private)
+    task.change(show_target, [task], [to], **private)
+    mic.start_recording(h.start, [language, task, to], [live, view, status, txt_file, srt_file], **private)
     # Each tab's stream stays open for its whole recording, so streams must not share one slot;
     # the handler only stores audio, the engine serialises the model.
-    mic.stream(h.chunk, [mic, live, language, task], [view, status, live], stream_every=0.5, time_limit=30 * 60,
+    mic.stream(h.chunk, [mic, live, language, task, to], [view, status, live], stream_every=0.5, time_limit=30 * 60,
                concurrency_limit=None, show_progress="hidden", **private).then(
         h.transcript_text, [live], [copy_box], **private)
     mic.stop_recording(h.stop, [live], [view, status, txt_file, srt_file, live], **private).then(

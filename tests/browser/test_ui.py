@@ -506,3 +506,115 @@ def test_no_microphone_says_so_on_the_page(playwright, server):
                              ".test(document.body.innerText)", timeout=15_000)
     finally:
         b.close()
+
+
+@pytest.fixture(scope="session")
+def talk_wav(tmp_path_factory):
+    """Six spoken sentences with pauses between them (about 25 s)."""
+    import soundfile as sf
+
+    from phi_demo.bench.vad import SENTENCES, synth_recording
+
+    audio, _truth = synth_recording(SENTENCES[:6], pause_s=1.5)
+    out = tmp_path_factory.mktemp("talk") / "talk.wav"
+    sf.write(out, audio, 16000)
+    return out
+
+
+def open_file_tab(pg, path):
+    pg.get_by_role("tab", name="Audio file").click()
+    pg.set_input_files("#file-audio input[type=file]", str(path))
+    pg.wait_for_function("[...document.querySelectorAll('#file-audio button')]"
+                         ".some(b => /play/i.test(b.getAttribute('aria-label') || ''))")
+
+
+def test_audio_file_transcribed_chunk_by_chunk_then_downloaded_summarised_and_sent_to_chat(page, server, talk_wav):
+    open_file_tab(page, talk_wav)
+    assert not page.is_visible("#file-to")
+    page.locator("#file-task").get_by_text("Translate").click()
+    page.wait_for_selector("#file-to", state="visible")
+    page.locator("#file-to input").fill("German")
+    page.keyboard.press("Enter")
+    page.fill("#file-chunk input[type=number]", "8")  # short subtitles: a chunk per sentence or two
+    page.press("#file-chunk input[type=number]", "Enter")
+    before = len(server.engine.requests)
+    server.engine.force_length = True  # each chunk takes a while, so its progress can be seen
+    try:
+        page.click("#file-go")
+        seen = []
+        end = time.time() + 120
+        while time.time() < end:
+            rows = page.locator("#file-transcript p").count()
+            if not seen or seen[-1] != rows:
+                seen.append(rows)
+            if "done" in page.inner_text("#file-status"):
+                break
+            time.sleep(0.05)
+    finally:
+        server.engine.force_length = False
+    status = page.inner_text("#file-status")
+    assert "pauses found by silero-vad" in status and "✅ done" in status, status
+    assert len([n for n in seen if n]) >= 3, f"the transcript did not grow chunk by chunk: {seen}"
+    chunks = [r for r, _, _ in server.engine.requests[before:]]
+    assert all(r.modality == "speech" and "Translate the audio to German." in r.prompt for r in chunks)
+    assert all(len(r.audios[0]) <= 8 * 16000 for r in chunks)
+    times = page.locator("#file-transcript .cue-time").all_inner_texts()
+    assert times[0].startswith("0:0") and len(times) == len(chunks)
+    # The four downloads; the subtitles have one cue per chunk.
+    page.wait_for_selector("#file-downloads", state="visible")
+    names = sorted(page.evaluate("[...document.querySelectorAll('#file-downloads a')].map(a => a.download)"))
+    assert names == ["talk.json", "talk.srt", "talk.txt", "talk.vtt"], names
+    with page.expect_download() as d:
+        page.locator("#file-downloads a[download='talk.srt']").click()
+    srt = Path(d.value.path()).read_text()
+    assert srt.count(" --> ") == len(chunks)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "audio-file.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SHOTS / "audio-file-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
+        shutil.copy(SHOTS / "audio-file.png", ROOT / "docs" / "audio-file.png")
+    asked = len(server.engine.answers)
+    page.click("#file-summarize")
+    assert wait_until(lambda: len(server.engine.answers) > asked, 60)
+    assert "Summarize the audio." in server.engine.requests[-1][0].prompt
+    page.wait_for_function("document.querySelector('#file-summary .prose') && "
+                           "document.querySelector('#file-summary .prose').innerText.trim().length > 0")
+    page.click("#file-to-chat")
+    page.wait_for_function("document.querySelector('#message textarea').value.startsWith('Translation of talk.wav')")
+    assert "[0:0" in page.input_value("#message textarea")
+
+
+def test_audio_file_stop_keeps_what_is_done(page, server, talk_wav):
+    open_file_tab(page, talk_wav)
+    page.fill("#file-chunk input[type=number]", "5")
+    page.press("#file-chunk input[type=number]", "Enter")
+    server.engine.force_length = True
+    try:
+        page.click("#file-go")
+        page.wait_for_function("document.querySelectorAll('#file-transcript p').length >= 1", timeout=60_000)
+        page.click("#file-stop")
+        page.wait_for_function("document.querySelector('#file-status').innerText.includes('stopped at')",
+                               timeout=30_000)
+        assert wait_until(lambda: not generate_threads(), 10), "the model kept working after Stop"
+    finally:
+        server.engine.force_length = False
+    done = page.locator("#file-transcript p").count()
+    assert 1 <= done < 6
+    page.wait_for_selector("#file-downloads", state="visible")  # what was done can be downloaded
+
+
+def test_audio_file_errors_are_sentences(page, server, tmp_path):
+    page.get_by_role("tab", name="Audio file").click()
+    page.click("#file-go")
+    page.wait_for_selector("text=Upload or record a recording first.")
+    silent = tmp_path / "quiet.wav"
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    sf.write(silent, (rng.normal(0, 0.002, 16000 * 20)).astype(np.float32), 16000)  # a quiet room, no voice
+    open_file_tab(page, silent)
+    page.click("#file-go")
+    page.wait_for_selector("text=No speech was found in this recording")
