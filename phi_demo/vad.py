@@ -115,6 +115,12 @@ class SpeechFrames:
         lo, hi = self._range(start_s, end_s)
         return sum(self.flags[lo:hi]) * FRAME_S
 
+    def first_speech(self, start_s: float, end_s: float) -> float | None:
+        """When speech first begins in [start, end)."""
+        lo, hi = self._range(start_s, end_s)
+        i = self.flags.find(1, lo, hi)
+        return None if i < 0 else i * FRAME_S
+
     def first_pause_end(self, start_s: float, end_s: float, pause_s: float) -> float | None:
         """When the first pause of `pause_s` after some speech in [start, end) is complete."""
         lo, hi = self._range(start_s, end_s)

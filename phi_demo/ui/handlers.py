@@ -174,14 +174,16 @@ class ChatHandlers:
             return str(e)
         return f"Something went wrong while answering: {e}"
 
-    def _run(self, message, base_history, rollback_history, restore_box, values: dict):
-        """Shared by send, retry, edit and examples: show the user turn, stream the answer, and
-        on any failure put the chat (and the message box) back exactly as they were. The box
-        shows its stop button instead of send while the answer runs."""
+    def _run(self, message, base_history, rollback_history, restore_box, values: dict,
+             cancel: threading.Event | None = None):
+        """Shared by send, retry, edit, examples and voice turns: show the user turn, stream the
+        answer, and on any failure put the chat (and the message box) back exactly as they
+        were. The box shows its stop button instead of send while the answer runs. `cancel`
+        lets another event stop the answer (voice barge-in); its stats line then says so."""
         prepared = self._prepare(message, base_history, values)
         shown = list(base_history) + [user_message(prepared.turns[-1])]
         yield shown, (gr.update(value=None, **RUNNING) if restore_box else gr.update(**RUNNING))
-        cancel = threading.Event()
+        cancel = cancel or threading.Event()
         last = shown
         try:
             for text, extra in stream_answer(self.engine, prepared.request, prepared.gen, cancel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -12,6 +13,7 @@ from .chats import ChatsHandlers, build_chats_panel
 from .handlers import ChatHandlers, browse_answers, remember_answer
 from .live import LIVE_CSS, build_live_tab
 from .recording import FILE_CSS, build_recording_tab
+from .voice import VOICE_CSS, VOICE_JS, VoicePanel
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
@@ -35,7 +37,7 @@ CSS = """
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
 #answer-versions { justify-content: flex-start; align-items: center; gap: 0.5em; }
 #answer-versions > * { flex: 0 0 auto; width: auto; }
-""" + LIVE_CSS + FILE_CSS
+""" + LIVE_CSS + FILE_CSS + VOICE_CSS
 
 
 def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) -> gr.Blocks:
@@ -46,7 +48,8 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
 
         vad = (EnergyVAD(), "energy threshold")
     ch = ChatsHandlers(settings)
-    h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder)))
+    voice_folder = Path(tempfile.mkdtemp(prefix="phi-demo-voice-"))  # spoken turns, as audio files
+    h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder), str(voice_folder)))
     d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
     L = GenerationSettings.LIMITS
     # Gradio deletes uploads older than a day, checking every hour.
@@ -99,6 +102,7 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
                     retry = gr.Button("🔄 Retry", elem_id="retry")
                     undo = gr.Button("↩️ Undo", elem_id="undo")
                     clear = gr.Button("🗑️ Clear", elem_id="clear")
+                voice = VoicePanel(h, vad, voice_folder)
                 examples = gr.Examples(EXAMPLES, inputs=[textbox], label="Examples", elem_id="examples")
             with gr.Tab("Live transcription", id="live"):
                 build_live_tab(engine, tabs, textbox, *vad)
@@ -143,7 +147,8 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
         again = retry.click(on_retry, {chatbot, *named.values()}, **run)
         example = examples.load_input_event.then(on_submit, {textbox, chatbot, *named.values()}, **run)
         edited = chatbot.edit(on_edit, {chatbot, *named.values()}, **run)
-        running = [sent, again, example, edited]
+        spoken = voice.wire(chatbot, textbox, list(named.values()), values)
+        running = [sent, again, example, edited, spoken]
         if h.feedback_path:  # the 👍/👎 buttons show only with a listener
             chatbot.like(on_like, {chatbot, *named.values()}, None, api_visibility="private")
         private = dict(api_visibility="private")
@@ -192,4 +197,5 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
         reset.click(on_reset, None, list(named.values()), api_visibility="private")
         # On a phone the sidebar would open over the chat: start with it closed there.
         demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
+        demo.load(None, js=VOICE_JS)
     return demo

@@ -35,15 +35,6 @@ BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgroun
 
 
 @pytest.fixture(scope="session")
-def playwright():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_playwright() as p:  # one per process: a second sync_playwright() refuses to start
-        yield p
-
-
-@pytest.fixture(scope="session")
 def browser(playwright, speech_48k):
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",

@@ -1,0 +1,138 @@
+"""Voice mode in headless Chromium: the fake microphone plays spoken turns with pauses
+between them (made with espeak-ng), over and over."""
+
+import re
+import subprocess
+
+import pytest
+
+from tests.browser.test_ui import BASE_ARGS, CHROMIUM, SHOTS, STOP, bot_texts
+from tests.helpers import generate_threads, wait_until
+
+pytestmark = pytest.mark.browser
+TURNS = ["What is the capital of France?", "Tell me a short joke about cats.", "Now tell me about dogs instead."]
+
+
+@pytest.fixture(scope="module")
+def conversation_48k(tmp_path_factory):
+    """Three utterances, each followed by 3 s of silence, at 48 kHz as a microphone gives."""
+    folder = tmp_path_factory.mktemp("voice")
+    parts = []
+    for i, text in enumerate(TURNS):
+        raw = folder / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
+        parts.append(str(raw))
+    out = folder / "conversation48k.wav"
+    padded = []
+    for i, part in enumerate(parts):
+        out_i = folder / f"p{i}.wav"
+        subprocess.run(["sox", part, "-r", "48000", "-c", "1", str(out_i), "pad", "0.5" if i == 0 else "0", "3"],
+                       check=True)
+        padded.append(str(out_i))
+    subprocess.run(["sox", *padded, str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def voice_browser(playwright, conversation_48k):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={conversation_48k}"])
+    yield b
+    b.close()
+
+
+def open_voice(browser, server, viewport):
+    ctx = browser.new_context(permissions=["microphone"], viewport=viewport)
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server.url)
+    pg.wait_for_selector("#message textarea")
+    pg.wait_for_function("document.querySelector('#model-status').innerText.includes('tiny-random')")
+    pg.locator("#voice-panel").get_by_text("Voice mode").click()
+    pg.wait_for_selector("#voice-mic button.record-button")
+    return ctx, pg
+
+
+def set_max_new(pg, n):
+    if pg.viewport_size["width"] < 768:
+        return  # the sidebar is closed on a phone; the server default applies
+    pg.fill("#max-new-tokens input[type=number]", str(n))
+    pg.press("#max-new-tokens input[type=number]", "Enter")
+
+
+def user_audio_turns(pg):
+    return pg.locator("#chatbot [data-testid=user] audio").count()
+
+
+def stats_lines(pg):
+    return [t for t in bot_texts(pg) if "tok/s" in t]
+
+
+def norm(text):
+    return " ".join(re.sub(r"[*_`#>]+", " ", text).split())
+
+
+def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_browser, server):
+    ctx, pg = open_voice(voice_browser, server, {"width": 1280, "height": 1000})
+    try:
+        set_max_new(pg, 6)
+        before = len(server.engine.requests)
+        answers_before = len(server.engine.answers)
+        pg.click("#voice-mic button.record-button")
+        pg.wait_for_function("document.querySelector('#voice-state').innerText.includes('Listening')")
+        assert wait_until(lambda: user_audio_turns(pg) >= 2 and len(stats_lines(pg)) >= 2, 60), \
+            (user_audio_turns(pg), bot_texts(pg))
+        SHOTS.mkdir(exist_ok=True)
+        pg.set_viewport_size({"width": 1280, "height": 1500})  # the chat and the voice panel together
+        pg.locator("#chatbot").scroll_into_view_if_needed()
+        pg.screenshot(path=str(SHOTS / "voice.png"))
+        pg.locator("#voice-mic").get_by_text("Stop").click()
+    finally:
+        spoken = pg.evaluate("window.phiVoice ? window.phiVoice.spoken : []")
+        ctx.close()
+    turns = [r for r, _, _ in server.engine.requests[before:]]
+    assert len(turns) >= 2
+    for request in turns[:2]:
+        # An audio clip and no text: the model card's speech-QA form.
+        assert request.prompt.endswith("<|user|><|audio|><|end|><|assistant|>") and request.modality == "speech"
+        seconds = len(request.audios[-1]) / 16000
+        assert 1.0 < seconds < 5.0, seconds
+    # The page asked the browser to speak each answer, all of it, in order.
+    said = norm(" ".join(spoken))
+    for answer in server.engine.answers[answers_before:answers_before + 2]:
+        assert norm(answer) in said, (answer, spoken)
+
+
+def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser, server):
+    ctx, pg = open_voice(voice_browser, server, {"width": 1280, "height": 1000})
+    server.engine.force_length = True  # answers run until max new tokens: still running when the next turn starts
+    try:
+        set_max_new(pg, 3000)  # long, and inside the tiny model's 8,192-token window with a few turns
+        pg.click("#voice-mic button.record-button")
+        assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
+        # The utterance that interrupted is the next user turn, and it is being answered.
+        assert wait_until(lambda: user_audio_turns(pg) >= 2 and generate_threads(), 30)
+        spoken = pg.evaluate("window.phiVoice.spoken.length")
+        pg.locator("#voice-mic").get_by_text("Stop").click()
+        # The message box's Stop ends a voice answer like any other.
+        pg.click(STOP)
+        assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
+    finally:
+        server.engine.force_length = False
+        ctx.close()
+    assert spoken >= 1  # the interrupted answer had begun to be read aloud
+
+
+def test_voice_mode_on_a_phone(voice_browser, server):
+    ctx, pg = open_voice(voice_browser, server, {"width": 390, "height": 844})
+    try:
+        box = pg.locator("#voice-mic button.record-button").bounding_box()
+        assert box["width"] >= 250 and box["height"] >= 44, box  # one big button
+        pg.click("#voice-mic button.record-button")
+        pg.wait_for_function("document.querySelector('#voice-state').innerText.includes('Listening')")
+        pg.locator("#voice-state").scroll_into_view_if_needed()
+        pg.screenshot(path=str(SHOTS / "voice-phone.png"))
+        pg.locator("#voice-mic").get_by_text("Stop").click()
+    finally:
+        ctx.close()
