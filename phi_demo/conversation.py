@@ -236,6 +236,9 @@ class ModelRequest:
     # Every image and clip in prompt order, with its content key and slot group: KV reuse
     # reads these instead of re-parsing the prompt.
     media: list[MediaItem] = field(default_factory=list)
+    # A short request (a live-transcription window) that may run between the tokens of a
+    # running answer instead of waiting for its end.
+    urgent: bool = False
 
     @property
     def modality(self) -> str:
@@ -357,8 +360,10 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
 
 
 def media_request(text: str, images: Sequence[Any] = (), audios: Sequence[Any] = (),
-                  system_prompt: str = "") -> ModelRequest:
+                  system_prompt: str = "", urgent: bool = False) -> ModelRequest:
     """One user turn about media already in memory (RGB images, 16 kHz mono arrays), e.g. a
     live-transcription window: the same prompt and structure as a chat turn."""
     items = [("image", x) for x in images] + [("audio", x) for x in audios]
-    return _assemble([("user", text, items)], system_prompt)
+    request = _assemble([("user", text, items)], system_prompt)
+    request.urgent = urgent
+    return request

@@ -253,15 +253,16 @@ class StreamingTranscript:
 # --- driving it with a recogniser ------------------------------------------------
 
 def engine_recognizer(engine: ChatEngine, language: str = "auto", task: str = "transcribe", to: str = "en",
-                      max_new_tokens: int = 96) -> Callable[..., str]:
+                      max_new_tokens: int = 96, urgent: bool = False) -> Callable[..., str]:
     """A recogniser backed by the chat engine (speech adapter, greedy decoding); the
-    optional cancel event stops it within a token."""
+    optional cancel event stops it within a token. `urgent`: the live view's windows, which
+    run between the tokens of a chat answer instead of waiting for its end."""
     text = instruction(language, task, to)
-    ask = engine_asker(engine, max_new_tokens)
+    ask = engine_asker(engine, max_new_tokens, urgent)
     return lambda samples, cancel=None: ask(text, samples, cancel)
 
 
-def engine_asker(engine: ChatEngine, max_new_tokens: int = 256) -> Callable[..., str]:
+def engine_asker(engine: ChatEngine, max_new_tokens: int = 256, urgent: bool = False) -> Callable[..., str]:
     """ask(text, 16 kHz audio or None, cancel) -> the answer: one greedy request."""
     from .contract import collect
     from .conversation import media_request
@@ -270,7 +271,7 @@ def engine_asker(engine: ChatEngine, max_new_tokens: int = 256) -> Callable[...,
     gen = GenerationSettings(max_new_tokens=max_new_tokens)
 
     def ask(text: str, samples: np.ndarray | None = None, cancel: threading.Event | None = None) -> str:
-        request = media_request(text, audios=[] if samples is None else [samples])
+        request = media_request(text, audios=[] if samples is None else [samples], urgent=urgent)
         # The engine sets the event it is given once the answer ends, so each request gets its
         # own; the caller's cancel closes the stream, which stops the model.
         pieces = engine.stream(request, gen, threading.Event())

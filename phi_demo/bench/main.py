@@ -18,15 +18,19 @@ from .common import (
     raw_generate,
     versions,
 )
+from .fair import fair_rows
+from .fair import report as fair_report
 from .fast import fast_rows, gpu_bandwidth
 from .live import live_rows
 from .prefill import prefill_rows
 from .quant import checkpoint_for, quant_rows
 from .quant import worker as quant_worker
+from .recording import recording_rows
+from .recording import report as recording_report
 from .reuse import reuse_rows
 from .server import RemoteClient, client_loop, server_stream
 
-SECTIONS = ("prefill", "reuse", "live", "fast", "quant")
+SECTIONS = ("prefill", "reuse", "live", "file", "fair", "fast", "quant")
 
 
 def main(argv=None) -> int:
@@ -41,12 +45,13 @@ def main(argv=None) -> int:
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
     p.add_argument("--sections", default=None,
-                   help="measurements besides the three paths: prefill, reuse, live, fast (comma-separated; "
+                   help="measurements besides the three paths: prefill, reuse, live, file, fair, fast (comma-separated; "
                         "'' for none; default all, --quick: all but fast)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the fast section")
     p.add_argument("--bandwidth-gbs", type=float, default=None,
                    help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
     p.add_argument("--live-minutes", type=float, default=None, help="length of the live-transcription stream")
+    p.add_argument("--file-minutes", type=float, default=None, help="length of the Audio file view's recording")
     p.add_argument("--out", default=None, help="append the report (markdown) to this file")
     p.add_argument("--checkpoint", default=None,
                    help="quant section: the checkpoint folder to load (default: one written for --model in the cache)")
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
         return quant_worker(args.quant_worker, args.quantize, args.new_tokens or 32, args.worker_out)
     runs = args.runs or (3 if args.quick else 5)
     if args.sections is None:
-        args.sections = "prefill,reuse,live" if args.quick else "prefill,reuse,live,fast"
+        args.sections = "prefill,reuse,live,file,fair" if args.quick else "prefill,reuse,live,file,fair,fast"
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sorted(sections - set(SECTIONS))
     if unknown:  # never measure for minutes what was not asked for
@@ -178,6 +183,11 @@ def main(argv=None) -> int:
             report += [f"| {name} | {dt:.3f} | {w:.1f} | {k} |" for name, dt, w, k in live]
             report += ["", f"Real-time factor {rtf:.3f} (compute / audio); committed text lagged the audio by "
                        f"{lag:.1f} s on average.", ""]
+        if "file" in sections:
+            report += recording_report(recording_rows(engine, args.file_minutes or (3.0 if args.quick else 10.0)))
+        if "fair" in sections:
+            fair_s = 6.0 if args.quick else 12.0
+            report += fair_report(fair_rows(engine, fair_s), fair_s)
         if "fast" in sections:
             bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else (
                 gpu_bandwidth(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None)

@@ -51,6 +51,24 @@ def synth_recording(sentences: list[str], pause_s: float = 1.2, snr_db: float | 
     return audio, truth
 
 
+def long_recording(minutes: float, sentences: list[str] = SENTENCES, seed: int = 0,
+                   sr: int = 16_000) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """`minutes` of the sentences in random order with pauses of 0.7-3 s, and now and then
+    two run together with only 0.15 s between them; returns the samples and each
+    sentence's (start, end). Each sentence is synthesised once."""
+    audio, truth = synth_recording(sentences, pause_s=1.0, sr=sr)
+    clips = [audio[int(a * sr):int(b * sr)] for a, b in truth]
+    rng = np.random.default_rng(seed)
+    parts, out, t = [np.zeros(sr, np.float32)], [], 1.0
+    while t < minutes * 60:
+        clip = clips[int(rng.integers(len(clips)))]
+        pause = 0.15 if rng.random() < 0.15 else float(rng.uniform(0.7, 3.0))
+        out.append((t, t + len(clip) / sr))
+        parts += [clip, np.zeros(int(pause * sr), np.float32)]
+        t += len(clip) / sr + int(pause * sr) / sr
+    return np.concatenate(parts), out
+
+
 def score(segments: list[tuple[float, float]], truth: list[tuple[float, float]], tolerance_s: float = 0.3) -> dict:
     """Pauses found: a detector finds the pause between two sentences when one of its
     segments ends and the next starts inside it (± tolerance). Also the error of each

@@ -146,12 +146,14 @@ def prefill_notice(request, new_tokens: int, done: tuple[int, int] = (0, 0)) -> 
 
 def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.Event,
                     poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
-                    adapter: str | None = None) -> Iterator[str | Notice | GenerationStats]:
+                    adapter: str | None = None, yield_point: StoppingCriteria | None = None,
+                    ) -> Iterator[str | Notice | GenerationStats]:
     """Yield a Notice before a long prefill, text pieces as they are decoded, then one GenerationStats.
 
     The caller may stop iterating at any time: closing this generator sets `cancel`, which
     the model sees at its next token. An exception inside generate() is re-raised here.
-    With a `prefix_cache`, a prompt that extends an earlier one reuses its KV cache."""
+    With a `prefix_cache`, a prompt that extends an earlier one reuses its KV cache. A
+    `yield_point` is called at each token (urgent requests run there)."""
     start = time.perf_counter()
     inputs = prepare_inputs(loaded, request)
     prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -208,7 +210,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                     fast.prefill(model, inputs, media, cache, reuse.length if reuse else 0)
                 produced.append(model.generate(
                     **model_inputs, cache=cache, streamer=streamer, return_dict_in_generate=True,
-                    stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                    stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)] + ([yield_point] if yield_point else [])),
                     **generation_kwargs(gen, loaded.processor), **extra))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)

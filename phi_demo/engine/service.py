@@ -37,6 +37,10 @@ class Engine:
         self.kv_reuse = settings.kv_reuse
         self.cache = cache or ModelCache(self._load)
         self._generate_lock = threading.Lock()
+        from .interleave import Interleaver
+
+        self.interleaver = Interleaver()
+        self.interleave_urgent = True  # the benchmark turns it off to compare
         self._state_lock = threading.Lock()
         self._state = EngineStatus("idle", "The model is not loaded yet.")
         self.attn_changes = 0  # counts switches, so pages can tell another user's change from their own
@@ -211,30 +215,101 @@ class Engine:
 
     # --- generation --------------------------------------------------------------
     def stream(self, request, gen: GenerationSettings, cancel: threading.Event) -> Iterator[Piece]:
-        """A Notice before a long prefill, text pieces of one answer, then its GenerationStats."""
+        """A Notice before a long prefill, text pieces of one answer, then its GenerationStats.
+        An urgent request (a live-transcription window) runs between the tokens of a running
+        answer instead of waiting for its end (engine/interleave.py)."""
         self.load()
+        if getattr(request, "urgent", False) and self.interleave_urgent:
+            yield from self._stream_urgent(request, gen, cancel)
+            return
         with self._generate_lock:
-            if cancel.is_set():
+            yield from self._stream_locked(request, gen, cancel)
+
+    def _stream_urgent(self, request, gen, cancel) -> Iterator[Piece]:
+        from .interleave import UrgentJob
+
+        while not cancel.is_set():
+            if self._generate_lock.acquire(timeout=0.02):  # nothing running: the ordinary way
+                try:
+                    yield from self._stream_locked(request, gen, cancel)
+                finally:
+                    self._generate_lock.release()
                 return
-            loaded = self.load_locked()
-            adapter = self.activate_adapter(loaded, request.modality)
+            if not self.interleaver.accepting:
+                continue  # a load, an attention switch or a fast-decode answer: wait for it
+            job = UrgentJob(lambda: self._generate_between(request, gen, cancel))
+            self.interleaver.submit(job)
+            while not job.done.wait(0.02):
+                if (cancel.is_set() or not self.interleaver.accepting) and job.withdraw():
+                    break  # the answer ended first: take the lock next time round
+            else:
+                if job.error is not None:
+                    raise job.error
+                text, stats = job.result
+                if text:
+                    yield text
+                yield stats
+                return
+
+    def _generate_between(self, request, gen, cancel):
+        """Run inside the running answer's generate(), on its worker thread: the whole urgent
+        request with a cache of its own, its adapter, no KV reuse (the answer's entry stays)."""
+        from transformers import DynamicCache, StoppingCriteriaList
+
+        from ..stats import GenerationStats
+        from .generation import CancelCriteria, generation_kwargs, prepare_inputs
+
+        start = time.perf_counter()
+        loaded = self.cache.current
+        self.activate_adapter(loaded, request.modality)
+        inputs = prepare_inputs(loaded, request)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        with torch.inference_mode():
+            if gen.seed is not None:
+                torch.manual_seed(gen.seed)
+            out = loaded.model.generate(**inputs, cache=DynamicCache(config=loaded.model.config),
+                                        stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
+                                        **generation_kwargs(gen, loaded.processor))
+        new = out[0, n_prompt:]
+        text = loaded.processor.tokenizer.decode(new, skip_special_tokens=True)
+        total = time.perf_counter() - start
+        n = int(new.numel())
+        return text, GenerationStats(n_prompt, n, total, total, n / total if total else 0.0, cancel.is_set())
+
+    def _stream_locked(self, request, gen, cancel) -> Iterator[Piece]:
+        """One answer, for a caller that holds the generation lock."""
+        if cancel.is_set():
+            return
+        loaded = self.load_locked()
+        adapter = self.activate_adapter(loaded, request.modality)
+        # Urgent requests may run between this answer's tokens; not with fast decode, whose
+        # compiled step and static cache belong to the answer.
+        yield_point = None
+        if self.interleave_urgent and loaded.fast is None:
+            yield_point = self.interleaver.yield_point(lambda: self.activate_adapter(loaded, request.modality))
+        self.interleaver.accepting = yield_point is not None
+        try:
             try:
                 yield from stream_generate(loaded, request, gen, cancel,
                                            prefix_cache=loaded.prefix_cache if self.kv_reuse else None,
-                                           adapter=adapter)
-            except torch.OutOfMemoryError:
-                log.exception("out of memory while generating")
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise RuntimeError("The GPU ran out of memory for this request. Try fewer or smaller images, "
-                                   "a shorter conversation or fewer new tokens.") from None
-            except (UserInputError, ModelUnavailable):
-                raise
-            except Exception:
-                # The user reads a sentence; the traceback belongs in the log.
-                log.exception("generation failed")
-                raise
+                                           adapter=adapter, yield_point=yield_point)
+            finally:
+                # Jobs queued after the answer's last token are taken back by their owners,
+                # which then take the lock like anyone else.
+                self.interleaver.accepting = False
+        except torch.OutOfMemoryError:
+            log.exception("out of memory while generating")
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise RuntimeError("The GPU ran out of memory for this request. Try fewer or smaller images, "
+                               "a shorter conversation or fewer new tokens.") from None
+        except (UserInputError, ModelUnavailable):
+            raise
+        except Exception:
+            # The user reads a sentence; the traceback belongs in the log.
+            log.exception("generation failed")
+            raise
 
     def load_locked(self):
         """The loaded model, for a caller that holds the generation lock: the key cannot

@@ -28,7 +28,7 @@ class LiveHandlers:
         """One recording: its own detector state, and on ZeroGPU recognitions made from the
         chunk requests' own threads (the GPU quota belongs to a request)."""
         policy = StreamingTranscript(speech=self.vad.stream() if self.vad is not None else None)
-        recognize = engine_recognizer(self.engine, language or "auto", task or "transcribe", to or "en")
+        recognize = engine_recognizer(self.engine, language or "auto", task or "transcribe", to or "en", urgent=True)
         return LiveTranscriber(recognize, policy, inline=getattr(self.engine, "request_thread_only", False))
 
     def start(self, language, task, to="en"):

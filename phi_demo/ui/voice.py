@@ -135,7 +135,7 @@ VOICE_JS = r"""() => {
   const $ = (s) => document.querySelector(s);
   const sentenceEnd = /[.!?\u3002\uff01\uff1f](?=\s|$)|\n/g;
   function speak(text) {
-    text = text.replace(/[*_`#>]+/g, " ").trim();
+    text = text.replace(/[*_`#>]+/g, "").replace(/\s+/g, " ").trim();  // markdown is not read out
     if (!text) return;
     v.spoken.push(text);
     if (!synth || ($("#voice-mute input") || {}).checked) return;

@@ -609,3 +609,44 @@ def test_audio_file_errors_are_sentences(page, server, tmp_path):
     open_file_tab(page, silent)
     page.click("#file-go")
     page.wait_for_selector("text=No speech was found in this recording")
+
+
+def test_live_transcript_keeps_updating_while_another_tab_streams_a_long_answer(page, browser, server):
+    """One tab records while another streams a long answer: the live view's windows run
+    between the answer's tokens, so its transcript keeps changing and its window stays
+    under the cap."""
+    other = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    other.set_default_timeout(30_000)
+    before = len(server.engine.requests)
+    server.engine.force_length = True
+    try:
+        other.goto(server.url)
+        other.wait_for_selector("#message textarea")
+        other.fill("#max-new-tokens input[type=number]", "4000")
+        other.press("#max-new-tokens input[type=number]", "Enter")
+        send(other, "Tell me everything about mountains")
+        other.wait_for_function("document.querySelectorAll('#chatbot [data-testid=bot]').length > 0")
+        page.get_by_role("tab", name="Live transcription").click()
+        page.wait_for_selector("#live-mic button.record-button")
+        page.click("#live-mic button.record-button")
+        changes, last, status = [], None, ""
+        end = time.time() + 10
+        while time.time() < end:
+            text = page.inner_text("#live-transcript")
+            if text != last and "Listening" not in text and "Press Record" not in text:
+                changes.append(time.time())
+                last = text
+            status = page.inner_text("#live-status")
+            time.sleep(0.05)
+        streaming = generate_threads()
+        page.locator("#live-mic").get_by_text("Stop").click()
+        other.click(STOP)
+    finally:
+        server.engine.force_length = False
+        other.context.close()
+    assert streaming, "the long answer had ended: the test measured nothing"
+    gaps = [b - a for a, b in zip(changes, changes[1:])]
+    assert len(changes) >= 5 and max(gaps) <= 2.0, (len(changes), gaps)
+    windows = [len(r.audios[0]) / 16000 for r, _, _ in server.engine.requests[before:] if r.urgent]
+    assert windows and max(windows) <= 15.0  # the live view's windows, never past the cap
+    assert "Heard 0.0 s" not in status

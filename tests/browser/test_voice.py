@@ -1,8 +1,10 @@
 """Voice mode in headless Chromium: the fake microphone plays spoken turns with pauses
 between them (made with espeak-ng), over and over."""
 
+import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -70,7 +72,7 @@ def stats_lines(pg):
 
 
 def norm(text):
-    return " ".join(re.sub(r"[*_`#>]+", " ", text).split())
+    return " ".join(re.sub(r"[*_`#>]+", "", text).split())  # as the page reads it out
 
 
 def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_browser, server):
@@ -113,7 +115,6 @@ def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser
         assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
         # The utterance that interrupted is the next user turn, and it is being answered.
         assert wait_until(lambda: user_audio_turns(pg) >= 2 and generate_threads(), 30)
-        spoken = pg.evaluate("window.phiVoice.spoken.length")
         pg.locator("#voice-mic").get_by_text("Stop").click()
         # The message box's Stop ends a voice answer like any other.
         pg.click(STOP)
@@ -121,7 +122,33 @@ def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser
     finally:
         server.engine.force_length = False
         ctx.close()
-    assert spoken >= 1  # the interrupted answer had begun to be read aloud
+
+
+def test_the_answer_is_spoken_sentence_by_sentence_as_it_arrives(voice_browser, server):
+    """The page's side alone: the answer so far is written where the page reads it, as the
+    server does while streaming."""
+    ctx, pg = open_voice(voice_browser, server, {"width": 1280, "height": 1000})
+    try:
+        def stream(text, done=False, turn=99, stopped=False):
+            pg.evaluate("""([value]) => {
+                const box = document.querySelector('#voice-say textarea');
+                box.value = value;
+            }""", [json.dumps({"turn": turn, "text": text, "done": done, "stopped": stopped})])
+            time.sleep(0.4)  # the page looks every 150 ms
+            return pg.evaluate("window.phiVoice.spoken.slice()")
+
+        assert stream("Paris is the capital") == []  # no sentence finished yet
+        assert stream("Paris is the capital. It lies on the Seine") == ["Paris is the capital."]
+        assert stream("Paris is the capital. It lies on the Seine! About **two** million") == [
+            "Paris is the capital.", "It lies on the Seine!"]
+        assert stream("Paris is the capital. It lies on the Seine! About **two** million live there",
+                      done=True)[-1] == "About two million live there"  # the rest, once done; no markdown read out
+        # A new turn starts afresh; a stopped answer says nothing more.
+        assert stream("Dogs bark.", turn=100)[-1] == "Dogs bark."
+        before = len(pg.evaluate("window.phiVoice.spoken"))
+        assert len(stream("Cats purr. More", turn=101, stopped=True, done=True)) == before
+    finally:
+        ctx.close()
 
 
 def test_voice_mode_on_a_phone(voice_browser, server):

@@ -12,7 +12,8 @@ def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "report.md"
     proc = subprocess.run(
         [sys.executable, "-m", "phi_demo.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
-         "--sections", "prefill,reuse,live,fast", "--live-minutes", "0.5", "--compile-backend", "eager",
+         "--sections", "prefill,reuse,live,file,fair,fast", "--live-minutes", "0.5", "--file-minutes", "0.5",
+         "--compile-backend", "eager",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -20,6 +21,8 @@ def test_quick_bench_reports_every_section(tmp_path):
     for row in ("| raw model.generate |", "| engine stream (thread + streamer) |", "| Gradio server via gradio_client |",
                 "| image 448x448 |", "| audio 30 s |", "| video 16 s 720p: 8 frames + 10 s sound |",
                 "| PDF 3 A4 pages (scans, no text layer) |", "Turn 5 TTFT / turn 1 TTFT", "Real-time factor",
+                "| finding pauses (silero-vad) |", "File view real-time factor",
+                "| between the answer's tokens |", "| after the answer (waiting) |",
                 "| engine stream, fast decode |", "| raw model.generate, static cache (1024) + torch.compile |",
                 "Peak memory: CPU RSS"):
         assert row in report, row
@@ -42,7 +45,7 @@ def test_unknown_sections_are_refused_at_once():
     proc = subprocess.run([sys.executable, "-m", "phi_demo.bench", "--sections", "quantum,reuse"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "unknown section(s) quantum; known: prefill, reuse, live, fast, quant" in proc.stderr
+    assert "unknown section(s) quantum; known: prefill, reuse, live, file, fair, fast, quant" in proc.stderr
     assert "stream/raw" not in proc.stdout  # nothing was measured
 
 

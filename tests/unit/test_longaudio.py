@@ -25,20 +25,6 @@ def sentence_clips():
     return [audio[int(a * SR):int(b * SR)] for a, b in truth]
 
 
-def assemble(clips, minutes: float, seed: int = 0):
-    """Sentences one after another, with pauses of 0.7-3 s (and now and then two sentences
-    run together with only 0.15 s between them), until `minutes` are filled."""
-    rng = np.random.default_rng(seed)
-    parts, truth, t = [np.zeros(SR, np.float32)], [], 1.0
-    while t < minutes * 60:
-        clip = clips[int(rng.integers(len(clips)))]
-        pause = 0.15 if rng.random() < 0.15 else float(rng.uniform(0.7, 3.0))
-        truth.append((t, t + len(clip) / SR))
-        parts += [clip, np.zeros(int(pause * SR), np.float32)]
-        t += len(clip) / SR + int(pause * SR) / SR
-    return np.concatenate(parts), truth
-
-
 def parse_srt(text):
     def sec(s):
         h, m, rest = s.split(":")
@@ -47,10 +33,11 @@ def parse_srt(text):
     return [(sec(a), sec(b)) for a, b in re.findall(r"(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)", text)]
 
 
-def test_twenty_minutes_of_sentences_give_cues_at_pauses_none_longer_than_30_s(sentence_clips):
+def test_twenty_minutes_of_sentences_give_cues_at_pauses_none_longer_than_30_s():
+    from phi_demo.bench.vad import long_recording
     from phi_demo.vad import SileroVAD
 
-    audio, truth = assemble(sentence_clips, 20)
+    audio, truth = long_recording(20)
     pauses = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(truth, truth[1:])]
     speech = SileroVAD().segments(audio)
     heard = []
@@ -173,12 +160,13 @@ def test_limit_and_music(tmp_path):
     assert sum(b - a for a, b in speech) < 2.0
 
 
-def test_tiny_model_end_to_end(engine, sentence_clips):
+def test_tiny_model_end_to_end(engine):
     """The real path: engine recogniser with the speech adapter, chunks, progress, formats."""
+    from phi_demo.bench.vad import SENTENCES, long_recording
     from phi_demo.transcription import engine_asker, engine_recognizer
     from phi_demo.vad import SileroVAD
 
-    audio, truth = assemble(sentence_clips[:4], 0.7, seed=3)
+    audio, _truth = long_recording(0.7, SENTENCES[:4], seed=3)
     speech = SileroVAD().segments(audio)
     recognize = engine_recognizer(engine, "en", "translate", "fr", max_new_tokens=4)
     progress = list(longaudio.transcribe(audio, speech, recognize, threading.Event(), max_chunk_s=12.0))
