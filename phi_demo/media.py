@@ -184,8 +184,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Samples shaped (n,) or (n, channels), any numeric dtype, to mono float32 at 16 kHz."""
-    import librosa
-
     arr = np.asarray(samples)
     if arr.dtype.kind in "iu":
         info = np.iinfo(arr.dtype)
@@ -198,7 +196,13 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     elif arr.ndim != 1:
         raise UserInputError(f"Audio must be one- or two-dimensional, not shaped {arr.shape}.")
     if sample_rate != SAMPLE_RATE and arr.size:
-        arr = librosa.resample(arr, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        # soxr is what librosa.resample uses by default ("soxr_hq"), called directly: going
+        # through librosa, the first call in a process loads its numba functions for 2 s
+        # (far longer beside a running answer), and in a live view's first chunk that left
+        # the recording with no audio for 20 s.
+        import soxr
+
+        arr = soxr.resample(arr, sample_rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 

@@ -53,7 +53,7 @@ class RecordingEngine:
 
     def stream(self, request, gen, cancel):
         self.requests.append((request, gen, self._engine.attn))
-        if self.force_length:
+        if self.force_length and not request.urgent:  # the chat answers, not the live view's windows
             gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
         inner = self._engine.stream(request, gen, cancel)
         text = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
@@ -49,6 +50,7 @@ class GenerationWorker:
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue | None = None
         self._pid = None
+        self._at_exit = False
 
     def submit(self, fn: Callable[[], None]) -> threading.Event:
         """Queue `fn` (which must not raise); the returned event is set once it has run."""
@@ -59,6 +61,12 @@ class GenerationWorker:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=IDLE, daemon=True)
                 self._thread.start()
+                if not self._at_exit:
+                    # Ended and joined before the interpreter tears down: a torch thread still
+                    # alive then can abort the process ("terminate called without an active
+                    # exception"), seen after answers that ran windows between their tokens.
+                    atexit.register(self.stop, 10.0)
+                    self._at_exit = True
             self._jobs.put((fn, done))
         return done
 

@@ -161,8 +161,9 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
         for event in running:
             event.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
         # Stop keeps the part already shown, as the chat and as a saved chat.
-        textbox.stop(h.stopped, None, [textbox], cancels=running, **private).then(
-            remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
+        stop = textbox.stop(h.stopped, None, [textbox], cancels=running, **private)
+        stop.then(*voice.drop_waiting, **private)
+        stop.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
         for button, step in ((earlier, -1), (later, 1)):
             button.click(lambda v, hist, step=step: browse_answers(v, hist, step), [versions, chatbot],
                          [chatbot] + browse, cancels=running, **private).then(*idle_box, **private).then(*save, **private)

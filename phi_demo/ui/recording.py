@@ -163,7 +163,7 @@ def build_recording_tab(engine, settings, vad, vad_name, tabs, chat_box) -> None
         # Shorter chunks make shorter subtitles; the model transcribes best up to ~30-40 s.
         max_chunk = gr.Slider(5, 30, value=30, step=1, label="Longest chunk (s)", elem_id="file-chunk")
     with gr.Row():
-        go = gr.Button("Transcribe", variant="primary", elem_id="file-go")
+        go = gr.Button("Transcribe", elem_id="file-go")  # not "primary": its white on orange fails contrast
         stop = gr.Button("Stop", elem_id="file-stop")
     status = gr.Markdown(elem_id="file-status")
     view = gr.HTML(h.view([]), elem_id="file-transcript")

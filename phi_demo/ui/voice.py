@@ -82,6 +82,14 @@ class VoiceHandlers:
             session.phase = "idle"
         return session, "idle"
 
+    @staticmethod
+    def drop_waiting(session):
+        """The message box's Stop: the running answer is cancelled by Gradio; the turns
+        heard but not yet answered are dropped too (Stop means quiet)."""
+        if session is not None:
+            with session.lock:
+                session.pending.clear()
+
     def _save(self, audio, session) -> str:
         import soundfile as sf
 
@@ -131,7 +139,7 @@ def say(history, turn: int, done: bool, stopped: bool = False) -> str:
 VOICE_JS = r"""() => {
   if (window.phiVoice) return;
   const synth = window.speechSynthesis;
-  const v = window.phiVoice = {spoken: [], turn: null, offset: 0, lastPhase: null};
+  const v = window.phiVoice = {spoken: [], bargeIns: 0, turn: null, offset: 0, lastPhase: null};
   const $ = (s) => document.querySelector(s);
   const sentenceEnd = /[.!?\u3002\uff01\uff1f](?=\s|$)|\n/g;
   function speak(text) {
@@ -157,7 +165,10 @@ VOICE_JS = r"""() => {
   function tick() {
     fillVoices();
     const phase = ($("#voice-phase textarea") || {}).value || "idle";
-    if (phase === "hearing" && v.lastPhase !== "hearing" && synth) synth.cancel();  // barge-in
+    if (phase === "hearing" && v.lastPhase !== "hearing") {  // barge-in: stop talking at once
+      v.bargeIns += 1;
+      if (synth) synth.cancel();
+    }
     v.lastPhase = phase;
     let said = null;
     try { said = JSON.parse(($("#voice-say textarea") || {}).value || "null"); } catch (e) {}
@@ -226,5 +237,6 @@ class VoicePanel:
         def on_turn(data):
             yield from h.answer(data[chatbot], data[self.session], on_values(data))
 
+        self.drop_waiting = (h.drop_waiting, [self.session], None)
         return self.trigger.change(on_turn, {chatbot, self.session, *values_inputs}, [chatbot, textbox, self.say],
                                    concurrency_id="generate", show_progress="hidden", **private)

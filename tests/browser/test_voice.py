@@ -2,14 +2,16 @@
 between them (made with espeak-ng), over and over."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 
 import pytest
 
-from tests.browser.test_ui import BASE_ARGS, CHROMIUM, SHOTS, STOP, bot_texts
-from tests.helpers import generate_threads, wait_until
+from tests.browser.test_ui import BASE_ARGS, CHROMIUM, SEND, SHOTS, STOP, bot_texts
+from tests.helpers import ROOT, generate_threads, wait_until
 
 pytestmark = pytest.mark.browser
 TURNS = ["What is the capital of France?", "Tell me a short joke about cats.", "Now tell me about dogs instead."]
@@ -89,7 +91,20 @@ def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_brows
         pg.set_viewport_size({"width": 1280, "height": 1500})  # the chat and the voice panel together
         pg.locator("#chatbot").scroll_into_view_if_needed()
         pg.screenshot(path=str(SHOTS / "voice.png"))
+        if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
+            shutil.copy(SHOTS / "voice.png", ROOT / "docs" / "voice.png")
         pg.locator("#voice-mic").get_by_text("Stop").click()
+        # A voice conversation is a normal chat: it goes on by typing, with the clips in it.
+        assert wait_until(lambda: not generate_threads(), 30)
+        time.sleep(1.0)  # a turn heard just before Stop is still answered
+        assert wait_until(lambda: not generate_threads(), 30)
+        pg.wait_for_selector(SEND, state="visible")
+        turns, answered = user_audio_turns(pg), len(stats_lines(pg))
+        pg.fill("#message textarea", "And in writing?")
+        pg.press("#message textarea", "Enter")
+        assert wait_until(lambda: len(stats_lines(pg)) > answered, 30)
+        typed = server.engine.requests[-1][0]
+        assert typed.prompt.count("<|audio|>") == turns and "And in writing?" in typed.prompt
     finally:
         spoken = pg.evaluate("window.phiVoice ? window.phiVoice.spoken : []")
         ctx.close()
@@ -113,12 +128,16 @@ def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser
         set_max_new(pg, 3000)  # long, and inside the tiny model's 8,192-token window with a few turns
         pg.click("#voice-mic button.record-button")
         assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
+        assert pg.evaluate("window.phiVoice.bargeIns") >= 1  # the page stopped its own speech too
         # The utterance that interrupted is the next user turn, and it is being answered.
-        assert wait_until(lambda: user_audio_turns(pg) >= 2 and generate_threads(), 30)
-        pg.locator("#voice-mic").get_by_text("Stop").click()
-        # The message box's Stop ends a voice answer like any other.
+        assert wait_until(lambda: user_audio_turns(pg) >= 2 and generate_threads() and pg.is_visible(STOP), 30)
+        # The message box's Stop ends a voice answer like any other, and the turns still
+        # waiting to be answered are dropped: Stop means quiet.
         pg.click(STOP)
+        pg.locator("#voice-mic").get_by_text("Stop").click()
         assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
+        time.sleep(1.5)
+        assert not generate_threads(), "a waiting turn was answered after Stop"
     finally:
         server.engine.force_length = False
         ctx.close()

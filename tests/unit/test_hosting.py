@@ -76,6 +76,13 @@ assert handlers["sync_attention"].__self__.engine is wrapped  # the page's handl
 from phi_demo.contract import ChatEngine
 assert isinstance(wrapped, ChatEngine)
 assert hasattr(wrapped.gpu_generate, "zerogpu"), "not wrapped by spaces.GPU"
+# The views that call the model outside a chat answer call it from the request's own thread:
+owners = {type(f.fn.__self__).__name__: f.fn.__self__ for f in demo.fns.values()
+          if getattr(f.fn, "__self__", None) is not None}
+live = owners["LiveHandlers"].transcriber("en", "transcribe", "en")
+assert live.inline, "the live view would recognise from a worker thread of its own"
+assert owners["RecordingHandlers"].engine is wrapped  # the Audio file tab: a generator, in its request
+assert owners["VoiceHandlers"].chat.engine is wrapped  # voice turns: the chat's own answer path
 request = build_request([Turn("user", "hi", ("assets/example_image.png", "assets/example_question.wav"))])
 gen = GenerationSettings(max_new_tokens=300)
 pickle.loads(pickle.dumps((request, gen)))
