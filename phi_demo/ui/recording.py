@@ -152,7 +152,7 @@ def build_recording_tab(engine, settings, vad, vad_name, tabs, chat_box) -> None
     limit = settings.max_recording_seconds
     limit_text = f"{limit / 3600:g} hours" if limit >= 7200 else f"{limit / 60:g} minutes"
     gr.Markdown(f"Upload or record a recording of up to {limit_text}. It is cut at pauses "
-                "into chunks of at most 30 s, each transcribed with its times. Then download it, summarise it, "
+                "into chunks (30 s at most; shorter if you like), each transcribed with its times. Then download it, summarise it, "
                 "or ask about it in the chat.")
     audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Recording", elem_id="file-audio")
     with gr.Row():
