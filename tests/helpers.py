@@ -26,3 +26,17 @@ def wait_until(cond, timeout=10.0):
             return True
         time.sleep(0.05)
     return cond()
+
+
+def tone(seconds: float, amp: float = 0.3, sr: int = 16_000):
+    """A voiced-sounding test signal: 220 Hz, its loudness swinging at 3 Hz like syllables."""
+    import numpy as np
+
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def silence(seconds: float, sr: int = 16_000):
+    import numpy as np
+
+    return np.zeros(int(seconds * sr), np.float32)

@@ -14,3 +14,14 @@ def playwright():
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
     with sync_playwright() as p:
         yield p
+
+
+BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run"]
+
+
+def launch_with_microphone(playwright, wav):
+    """Chromium whose fake microphone plays `wav` (in a loop) and needs no permission prompt."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])

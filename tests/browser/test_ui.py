@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import BASE_ARGS, CHROMIUM, launch_with_microphone
 from tests.helpers import ROOT, generate_threads, wait_until
 
 pytestmark = pytest.mark.browser
-CHROMIUM = os.environ.get("PHI_DEMO_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "test-output"
 
 
@@ -30,15 +30,9 @@ def speech_48k(tmp_path_factory):
     return out
 
 
-BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run"]
-
-
 @pytest.fixture(scope="session")
 def browser(playwright, speech_48k):
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={speech_48k}"])
+    b = launch_with_microphone(playwright, speech_48k)
     yield b
     b.close()
 

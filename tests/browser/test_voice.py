@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.browser.test_ui import BASE_ARGS, CHROMIUM, SEND, SHOTS, STOP, bot_texts
+from tests.browser.conftest import launch_with_microphone
+from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
 from tests.helpers import ROOT, generate_threads, wait_until
 
 pytestmark = pytest.mark.browser
@@ -39,9 +40,7 @@ def conversation_48k(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def voice_browser(playwright, conversation_48k):
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={conversation_48k}"])
+    b = launch_with_microphone(playwright, conversation_48k)
     yield b
     b.close()
 

@@ -4,18 +4,15 @@ and the answer goes on exactly as it would have."""
 import threading
 import time
 
-import numpy as np
-
 from phi_demo.contract import collect
 from phi_demo.conversation import Turn, build_request, media_request
 from phi_demo.settings import GenerationSettings
+from tests.helpers import tone
 
 SR = 16_000
 
 
-def speech(seconds):
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+speech = tone
 
 
 def test_a_window_is_recognised_while_a_long_answer_streams_and_the_answer_is_unchanged(engine):

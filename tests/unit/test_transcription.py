@@ -14,17 +14,12 @@ from phi_demo.transcription import (
     has_speech,
     trailing_silence_s,
 )
+from tests.helpers import silence, tone
 
 SR = 16000
 
 
-def speech(seconds, amp=0.3):
-    t = np.arange(int(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-
-
-def silence(seconds):
-    return np.zeros(int(seconds * SR), np.float32)
+speech = tone
 
 
 def step(policy, audio, hypothesis):

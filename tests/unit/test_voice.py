@@ -8,17 +8,12 @@ import pytest
 
 from phi_demo.vad import EnergyVAD, SileroVAD
 from phi_demo.voice import VoiceTurns
+from tests.helpers import silence, tone
 
 SR = 16_000
 
 
-def tone(seconds, amp=0.3):
-    t = np.arange(int(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-
-
-def quiet(seconds):
-    return np.zeros(int(seconds * SR), np.float32)
+quiet = silence
 
 
 def feed_in_chunks(turns, audio, chunk_s=0.5):
