@@ -42,6 +42,12 @@ class RecordingHandlers:
         self._jobs[getattr(request, "session_hash", None) or "-"] = cancel
         return cancel
 
+    def _end(self, request: gr.Request | None, cancel: threading.Event) -> None:
+        cancel.set()
+        key = getattr(request, "session_hash", None) or "-"
+        if self._jobs.get(key) is cancel:
+            del self._jobs[key]
+
     def stop(self, request: gr.Request):
         """Stop: the chunk being recognised ends within a token; what is done stays."""
         job = self._jobs.get(getattr(request, "session_hash", None) or "-")
@@ -72,7 +78,7 @@ class RecordingHandlers:
         except Exception as e:  # noqa: BLE001 - the engine logged it; the user reads a sentence
             raise shown_error(f"Transcription failed: {e}", title="Transcription failed") from None
         finally:
-            cancel.set()
+            self._end(request, cancel)
         about = {"file": name, "duration_s": round(total_s, 3), "task": task, "language": language,
                  **({"to": to} if task == "translate" else {}), "prompt": prompt, "detector": self.vad_name}
         folder = Path(tempfile.mkdtemp(prefix="phi-demo-recording-"))
@@ -93,14 +99,15 @@ class RecordingHandlers:
         try:
             summary = longaudio.summarize(audio, speech, engine_asker(self.engine, self.settings.max_new_tokens),
                                           cancel, self.settings.summary_part_seconds, on_part)
+            stopped = cancel.is_set()
         except UserInputError as e:
             raise shown_error(str(e), title="No summary") from None
         except Exception as e:  # noqa: BLE001
             raise shown_error(f"The summary failed: {e}", title="No summary") from None
         finally:
-            cancel.set()
-        if cancel.is_set() and not summary.text:
-            return "The summary was stopped."
+            self._end(request, cancel)
+        if stopped:
+            return "*The summary was stopped.*" + (f"\n\n{summary.text}" if summary.text else "")
         how = (f"\n\n*Summarised in {len(summary.parts)} parts of up to {clock(self.settings.summary_part_seconds)}, "
                "each from its audio, then combined from the parts' summaries.*" if summary.parts else "")
         return (summary.text or "*(the model gave an empty summary)*") + how
