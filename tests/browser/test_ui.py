@@ -547,7 +547,8 @@ def test_audio_file_transcribed_chunk_by_chunk_then_downloaded_summarised_and_se
         server.engine.force_length = False
     status = page.inner_text("#file-status")
     assert "pauses found by silero-vad" in status and "✅ done" in status, status
-    assert len([n for n in seen if n]) >= 3, f"the transcript did not grow chunk by chunk: {seen}"
+    # Three chunks: at least one showed before the last (a poll may see the last two together).
+    assert len([n for n in seen if n]) >= 2, f"the transcript did not grow chunk by chunk: {seen}"
     # This tab's chunks; an earlier test's request that was still finishing is not one of them.
     chunks = [r for r, _, _ in server.engine.requests[before:] if "Translate the audio to German." in r.prompt]
     assert all(r.modality == "speech" and r.prompt.startswith("<|user|><|audio|>") for r in chunks), \
