@@ -79,18 +79,6 @@ def frame_db(x: np.ndarray, sr: int = SAMPLE_RATE, frame_s: float = 0.03) -> np.
     return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
-def trailing_silence_s(x: np.ndarray, threshold_db: float, sr: int = SAMPLE_RATE, frame_s: float = 0.03) -> float:
-    db = frame_db(x, sr, frame_s)
-    loud = np.nonzero(db > threshold_db)[0]
-    quiet_frames = len(db) if len(loud) == 0 else len(db) - 1 - loud[-1]
-    return quiet_frames * frame_s
-
-
-def has_speech(x: np.ndarray, threshold_db: float, sr: int = SAMPLE_RATE, min_s: float = 0.09) -> bool:
-    """At least `min_s` of frames above the threshold."""
-    return float(np.sum(frame_db(x, sr) > threshold_db)) * 0.03 >= min_s
-
-
 def _norm(word: str) -> str:
     return re.sub(r"[^\w]", "", word.lower())
 

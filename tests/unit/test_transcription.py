@@ -11,8 +11,6 @@ from phi_demo.transcription import (
     StreamingTranscript,
     agreed_prefix,
     engine_recognizer,
-    has_speech,
-    trailing_silence_s,
 )
 from tests.helpers import silence, tone
 
@@ -121,12 +119,6 @@ def test_srt_and_txt():
     srt = p.srt().splitlines()
     assert srt[0] == "1" and srt[1].startswith("00:00:00,000 --> 00:00:01,")
     assert srt[4] == "2" and srt[5].endswith("--> 00:01:01,000") and srt[6] == "three"
-
-
-def test_trailing_silence_and_speech_detection():
-    x = np.concatenate([speech(1.0), silence(0.5)])
-    assert trailing_silence_s(x, -45) == pytest.approx(0.5, abs=0.05)
-    assert has_speech(x, -45) and not has_speech(silence(2.0), -45)
 
 
 def test_live_transcriber_coalesces_chunks_while_the_model_is_busy():
