@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.browser.conftest import launch_with_microphone
+from tests.browser.conftest import launch_with_microphone, start_recording
 from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
 from tests.helpers import ROOT, generate_threads, wait_until
 
@@ -82,7 +82,7 @@ def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_brows
         set_max_new(pg, 6)
         before = len(server.engine.requests)
         answers_before = len(server.engine.answers)
-        pg.click("#voice-mic button.record-button")
+        start_recording(pg, "#voice-mic")
         pg.wait_for_function("document.querySelector('#voice-state').innerText.includes('Listening')")
         assert wait_until(lambda: user_audio_turns(pg) >= 2 and len(stats_lines(pg)) >= 2, 60), \
             (user_audio_turns(pg), bot_texts(pg))
@@ -125,7 +125,7 @@ def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser
     server.engine.force_length = True  # answers run until max new tokens: still running when the next turn starts
     try:
         set_max_new(pg, 3000)  # long, and inside the tiny model's 8,192-token window with a few turns
-        pg.click("#voice-mic button.record-button")
+        start_recording(pg, "#voice-mic")
         assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
         assert pg.evaluate("window.phiVoice.bargeIns") >= 1  # the page stopped its own speech too
         # The utterance that interrupted is the next user turn, and it is being answered.
@@ -174,7 +174,7 @@ def test_voice_mode_on_a_phone(voice_browser, server):
     try:
         box = pg.locator("#voice-mic button.record-button").bounding_box()
         assert box["width"] >= 250 and box["height"] >= 44, box  # one big button
-        pg.click("#voice-mic button.record-button")
+        start_recording(pg, "#voice-mic")
         pg.wait_for_function("document.querySelector('#voice-state').innerText.includes('Listening')")
         pg.locator("#voice-state").scroll_into_view_if_needed()
         pg.screenshot(path=str(SHOTS / "voice-phone.png"))
