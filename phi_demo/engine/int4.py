@@ -11,6 +11,8 @@ any other layer.
 torch's kernel is ~3x faster than bf16 for one row (a decode step) but ~12x slower for a
 thousand (a prefill), so past PREFILL_ROWS rows the layer dequantizes its weights to the
 compute dtype into a buffer shared by all layers of that shape and uses the ordinary matmul.
+The dequantization is one numba loop (numba comes with librosa): torch's own ops needed four
+passes over the weight (nibbles, scale, transpose) and cost ~3 s per prompt at full size.
 
 Loading reads the checkpoint tensor by tensor and quantizes each target weight as it
 arrives, so the bf16 model never sits in memory whole."""
@@ -22,6 +24,8 @@ import re
 import threading
 from pathlib import Path
 
+import numba
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +34,7 @@ from torch import nn
 PREFILL_ROWS = 32
 # The kernel's packed layout puts 64 output rows in a block (two nibbles of 32 rows each).
 BLOCK_N = 64
+EMBEDDING = "model.embed_tokens"
 TARGETS = re.compile(r"(model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))|lm_head)$")
 
 
@@ -95,14 +100,6 @@ class Int4Linear(nn.Linear):
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", scales_zeros)
         self.bias = None if bias is None else nn.Parameter(bias.to(scales_zeros.dtype), requires_grad=False)
-        blocks = packed.shape[0] // BLOCK_N  # packed is [out padded, in / 2]
-        # Per-block scale and offset for dequantizing, in the packed layout: [blocks, in/group, 1, 64].
-        scale = scales_zeros[..., 0].float()
-        offset = scales_zeros[..., 1].float() - 8 * scale
-        self.register_buffer("_deq_scale", scale.view(-1, blocks, BLOCK_N).permute(1, 0, 2).unsqueeze(2)
-                             .to(scales_zeros.dtype).contiguous(), persistent=False)
-        self.register_buffer("_deq_offset", offset.view(-1, blocks, BLOCK_N).permute(1, 0, 2).unsqueeze(2)
-                             .to(scales_zeros.dtype).contiguous(), persistent=False)
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> "Int4Linear":
@@ -118,15 +115,21 @@ class Int4Linear(nn.Linear):
     def dequantized_t(self) -> torch.Tensor:
         """The weight, transposed ([in, out padded]), in the compute dtype, in a shared buffer."""
         k, n, dtype = self.in_features, self.padded_out, self.compute_dtype
-        blocks = n // BLOCK_N
-        packed = self.qweight.view(blocks, k, BLOCK_N // 2)
-        d = _buffer((blocks, k, BLOCK_N), dtype)
-        d[:, :, : BLOCK_N // 2].copy_(packed & 15)
-        d[:, :, BLOCK_N // 2:].copy_(packed >> 4)
-        grouped = d.view(blocks, k // self.group, self.group, BLOCK_N)
-        torch.addcmul(self._deq_offset, grouped, self._deq_scale, out=grouped)  # one pass: 30% faster than two
         wt = _buffer((k, n), dtype)
-        wt.view(k, blocks, BLOCK_N).copy_(d.permute(1, 0, 2))
+        packed = self.qweight.view(n // BLOCK_N, k, BLOCK_N // 2).numpy()
+        # Contiguous float32 scales and zeros ([k / group, n], 3 MB for the largest layer):
+        # read in the kernel's interleaved pairs, the loop did not vectorise.
+        scale = self.scales_zeros[..., 0].float().numpy()
+        zero = self.scales_zeros[..., 1].float().numpy()
+        with _numba_lock:  # numba's thread pool may not take two callers at once
+            if dtype == torch.bfloat16:
+                _dequantize_bf16(packed, scale, zero, self.group, wt.view(torch.int16).numpy().view(np.uint16))
+            elif dtype == torch.float32:
+                _dequantize_f32(packed, scale, zero, self.group, wt.numpy())
+            else:
+                wide = _buffer((k, n), torch.float32)
+                _dequantize_f32(packed, scale, zero, self.group, wide.numpy())
+                wt.copy_(wide)
         return wt
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,6 +150,45 @@ class Int4Linear(nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 group {self.group}"
 
 
+_numba_lock = threading.Lock()
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _dequantize_f32(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
+    """out[k, n] = w.T from the kernel's layout: packed[n / 64, k, 32] holds output rows
+    b*64 + r in the low nibble and b*64 + 32 + r in the high one; w = (q - 8) * scale + zero,
+    with scale and zero [k / group, n]."""
+    blocks, k, half = packed.shape
+    for kk in numba.prange(k):
+        g = kk // group
+        for b in range(blocks):
+            c = b * 2 * half
+            for r in range(half):
+                byte = packed[b, kk, r]
+                out[kk, c + r] = np.float32((byte & 15) - 8) * scale[g, c + r] + zero[g, c + r]
+                out[kk, c + half + r] = np.float32((byte >> 4) - 8) * scale[g, c + half + r] + zero[g, c + half + r]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _dequantize_bf16(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
+    """As _dequantize_f32, written as bfloat16 bits (numpy has no bfloat16): each row goes
+    through float32, then rounds to nearest even as torch's own conversion does."""
+    blocks, k, half = packed.shape
+    n = blocks * 2 * half
+    for kk in numba.prange(k):
+        g = kk // group
+        row = np.empty(n, np.float32)
+        for b in range(blocks):
+            c = b * 2 * half
+            for r in range(half):
+                byte = packed[b, kk, r]
+                row[c + r] = np.float32((byte & 15) - 8) * scale[g, c + r] + zero[g, c + r]
+                row[c + half + r] = np.float32((byte >> 4) - 8) * scale[g, c + half + r] + zero[g, c + half + r]
+        bits = row.view(np.uint32)
+        out[kk, :] = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+                      >> np.uint32(16)).astype(np.uint16)
+
+
 def check_kernel() -> str | None:
     """None if torch's int4 kernel runs here and our dequantization reads its layout right;
     else why not (the caller refuses int4 with that reason rather than computing garbage)."""
@@ -163,11 +205,52 @@ def check_kernel() -> str | None:
         return f"this torch build has no CPU int4 kernel ({str(e).splitlines()[0][:120]})"
     if err > 1e-3 or ref > 0.2:
         return f"the CPU int4 kernel's layout is not the one expected (mismatch {err:.3f})"
+    try:  # the bfloat16 loop too: compiled here, at load, rather than in the first long prompt
+        bf16 = Int4Linear.from_weight(w, None, torch.bfloat16).dequantized_t().float()
+        full = layer.dequantized_t()
+        rounding = float((bf16 - full).norm() / full.norm())
+    except Exception as e:  # noqa: BLE001 - numba could not compile here: int4 is refused with why
+        return f"the int4 dequantization loop does not compile here ({str(e).splitlines()[0][:120]})"
+    if rounding > 1e-2:
+        return f"the bfloat16 dequantization is off by {rounding:.3f}"
     return None
 
 
+class Int8Embedding(nn.Embedding):
+    """The token embedding in int8, one scale per row (symmetric): half of bf16's 1.2 GB at
+    full size. A lookup dequantizes only the rows it reads."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None, dtype: torch.dtype):
+        nn.Module.__init__(self)
+        self.num_embeddings, self.embedding_dim = qweight.shape
+        self.padding_idx, self.max_norm, self.norm_type = padding_idx, None, 2.0
+        self.scale_grad_by_freq, self.sparse = False, False
+        self.compute_dtype = dtype
+        self.register_parameter("weight", None)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)  # [rows, 1], float32
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, padding_idx: int | None, dtype: torch.dtype) -> "Int8Embedding":
+        q = torch.empty(weight.shape, dtype=torch.int8)
+        scale = torch.empty(weight.shape[0], 1)
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            w = weight[start:start + CHUNK_ROWS].to(torch.float32, copy=True)  # divided in place below
+            s = (w.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-8)
+            q[start:start + CHUNK_ROWS] = w.div_(s).round_().clamp_(-127, 127).to(torch.int8)
+            scale[start:start + CHUNK_ROWS] = s
+        return cls(q, scale, padding_idx, dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.embedding(ids, self.qweight).float()
+        return (rows * nn.functional.embedding(ids, self.scale)).to(self.compute_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"
+
+
 def quantized_modules(model) -> list[str]:
-    return [name for name, m in model.named_modules() if isinstance(m, Int4Linear)]
+    return [name for name, m in model.named_modules() if isinstance(m, (Int4Linear, Int8Embedding))]
 
 
 def load_int4(folder: Path, dtype: torch.dtype, attn: str):
@@ -186,11 +269,20 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str):
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
     biases: dict[str, torch.Tensor] = {}
     weights: dict[str, torch.Tensor] = {}
+    # Phi-4's LM head shares the embedding's weights (tie_word_embeddings): the checkpoint
+    # then holds no lm_head.weight, and the head is quantized from the embedding.
+    tied = getattr(config, "tie_word_embeddings", False) or not _has_tensor(folder, files, "lm_head.weight")
     for file in files:
         for key, tensor in read_safetensors(folder / file):
             module, _, param = key.rpartition(".")
             if tensor.is_floating_point():
                 tensor = tensor.to(dtype)
+            if key == EMBEDDING + ".weight":
+                if tied:
+                    _replace(model, "lm_head", Int4Linear.from_weight(tensor, None, dtype))
+                embedding = model.get_submodule(EMBEDDING)
+                _replace(model, EMBEDDING, Int8Embedding.from_weight(tensor, embedding.padding_idx, dtype))
+                continue
             if module in targets and param in ("weight", "bias"):
                 (weights if param == "weight" else biases)[module] = tensor
                 if param == "weight" and group_size(tensor.shape[1]) is not None:
@@ -238,6 +330,14 @@ def read_safetensors(path: Path):
             tensor = torch.frombuffer(buf, dtype=_DTYPES[meta["dtype"]]) if buf else \
                 torch.empty(0, dtype=_DTYPES[meta["dtype"]])
             yield name, tensor.reshape(meta["shape"])
+
+
+def _has_tensor(folder: Path, files: list[str], name: str) -> bool:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return name in json.loads(index.read_text())["weight_map"]
+    with open(folder / files[0], "rb") as fh:
+        return name in json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
 
 
 def _replace(model, name: str, module: nn.Module) -> None:

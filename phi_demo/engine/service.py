@@ -92,7 +92,7 @@ class Engine:
         }
         if self.quantize == "int4":
             info["quantized"] = (self.quantize_reason or "int4") + \
-                f" (decoder and LM head; encoders and adapters in {loaded.dtype})"
+                f" (decoder and LM head; token embedding int8; encoders and adapters in {loaded.dtype})"
         elif self.quantize != "none":
             slow = " — slow on a CPU: use int4 there" if loaded.device == "cpu" else ""
             info["quantized"] = f"{self.quantize} (bitsandbytes; decoder; encoders and adapters in {loaded.dtype}){slow}"

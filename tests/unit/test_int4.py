@@ -10,7 +10,7 @@ from phi_demo.contract import collect
 from phi_demo.conversation import Turn, build_request
 from phi_demo.engine import Engine
 from phi_demo.engine.fit import choose_quantize
-from phi_demo.engine.int4 import PREFILL_ROWS, Int4Linear, check_kernel, quantized_modules
+from phi_demo.engine.int4 import PREFILL_ROWS, Int4Linear, Int8Embedding, check_kernel, quantized_modules
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
@@ -68,11 +68,11 @@ def int4_engine(checkpoint):
     e.cache.release()
 
 
-def test_only_the_decoder_and_lm_head_are_quantized(int4_engine):
+def test_only_the_decoder_lm_head_and_token_embedding_are_quantized(int4_engine):
     loaded = int4_engine.load()
     names = quantized_modules(loaded.model)
-    assert "lm_head" in names and len(names) == 1 + 4 * loaded.model.config.num_hidden_layers
-    assert all(n == "lm_head" or n.startswith("model.layers.") for n in names)
+    assert "lm_head" in names and len(names) == 2 + 4 * loaded.model.config.num_hidden_layers
+    assert all(n in ("lm_head", "model.embed_tokens") or n.startswith("model.layers.") for n in names), names
     assert not any("embed_tokens_extend" in n for n in names)  # the vision and audio encoders stay whole
     assert loaded.adapters == ["vision", "speech"]
     assert "int4 (decoder and LM head" in int4_engine.status().info["quantized"]
@@ -106,6 +106,52 @@ def test_int4_answers_are_the_same_with_and_without_kv_reuse(int4_engine):
     int4_engine.kv_reuse = True
     assert [t for t, _ in answers[True]] == [t for t, _ in answers[False]]
     assert answers[True][1][1] and not answers[False][1][1]
+
+
+def test_int8_embedding_reads_the_rows_it_was_given():
+    torch.manual_seed(0)
+    w = torch.randn(300, 64) * torch.rand(300, 1)  # rows of different sizes: one scale each
+    emb = Int8Embedding.from_weight(w, None, torch.bfloat16)
+    ids = torch.tensor([[0, 5, 299], [7, 7, 1]])
+    got = emb(ids)
+    assert got.dtype == torch.bfloat16 and got.shape == (2, 3, 64)
+    assert float((got.float() - w[ids]).norm() / w[ids].norm()) < 0.01  # int8 per row, then bf16
+
+
+def test_a_checkpoint_with_tied_embeddings_loads_in_int4(checkpoint, tmp_path):
+    """Phi-4's LM head shares the embedding (tie_word_embeddings): its checkpoint has no
+    lm_head.weight, and the int4 head is made from the embedding."""
+    import shutil
+
+    from safetensors import safe_open
+    from transformers import Phi4MultimodalForCausalLM
+
+    model = Phi4MultimodalForCausalLM.from_pretrained(checkpoint)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    tied = tmp_path / "tied"
+    model.save_pretrained(tied, max_shard_size="300KB")
+    for item in checkpoint.iterdir():
+        if not item.name.startswith("model") and item.name not in ("config.json", "generation_config.json"):
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tied / item.name)
+    shards = list(tied.glob("model-*.safetensors"))
+    names = {n for f in shards for n in safe_open(f, "pt").keys()}
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
+    embedding = next(safe_open(f, "pt").get_tensor("model.embed_tokens.weight") for f in shards
+                     if "model.embed_tokens.weight" in safe_open(f, "pt").keys()).float()
+
+    e = Engine(AppSettings(model=str(tied), quantize="int4", dtype="bfloat16"))
+    try:
+        loaded = e.load()
+        base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+        head = base.lm_head
+        assert isinstance(head, Int4Linear) and isinstance(base.model.embed_tokens, Int8Embedding)
+        head_w = head.dequantized_t()[:, : head.out_features].float().T
+        assert float((head_w - embedding).norm() / embedding.norm()) < 0.12  # int4 of the same weights
+        _, stats = collect(e.stream(build_request([Turn("user", "Describe", (IMAGE,))]), GEN, threading.Event()))
+        assert stats.new_tokens == GEN.max_new_tokens
+    finally:
+        e.cache.release()
 
 
 def test_unsupported_combinations_get_one_clear_line(checkpoint):
