@@ -153,37 +153,33 @@ class Int4Linear(nn.Linear):
 _numba_lock = threading.Lock()
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def _dequantize_f32(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
-    """out[k, n] = w.T from the kernel's layout: packed[n / 64, k, 32] holds output rows
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _dequantize_row(packed, scale, zero, g, kk, row):  # pragma: no cover - compiled by numba
+    """row[n] = w.T[kk] from the kernel's layout: packed[n / 64, k, 32] holds output rows
     b*64 + r in the low nibble and b*64 + 32 + r in the high one; w = (q - 8) * scale + zero,
     with scale and zero [k / group, n]."""
-    blocks, k, half = packed.shape
-    for kk in numba.prange(k):
-        g = kk // group
-        for b in range(blocks):
-            c = b * 2 * half
-            for r in range(half):
-                byte = packed[b, kk, r]
-                out[kk, c + r] = np.float32((byte & 15) - 8) * scale[g, c + r] + zero[g, c + r]
-                out[kk, c + half + r] = np.float32((byte >> 4) - 8) * scale[g, c + half + r] + zero[g, c + half + r]
+    blocks, _, half = packed.shape
+    for b in range(blocks):
+        c = b * 2 * half
+        for r in range(half):
+            byte = packed[b, kk, r]
+            row[c + r] = np.float32((byte & 15) - 8) * scale[g, c + r] + zero[g, c + r]
+            row[c + half + r] = np.float32((byte >> 4) - 8) * scale[g, c + half + r] + zero[g, c + half + r]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _dequantize_f32(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
+    for kk in numba.prange(packed.shape[1]):
+        _dequantize_row(packed, scale, zero, kk // group, kk, out[kk])
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _dequantize_bf16(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
     """As _dequantize_f32, written as bfloat16 bits (numpy has no bfloat16): each row goes
     through float32, then rounds to nearest even as torch's own conversion does."""
-    blocks, k, half = packed.shape
-    n = blocks * 2 * half
-    for kk in numba.prange(k):
-        g = kk // group
-        row = np.empty(n, np.float32)
-        for b in range(blocks):
-            c = b * 2 * half
-            for r in range(half):
-                byte = packed[b, kk, r]
-                row[c + r] = np.float32((byte & 15) - 8) * scale[g, c + r] + zero[g, c + r]
-                row[c + half + r] = np.float32((byte >> 4) - 8) * scale[g, c + half + r] + zero[g, c + half + r]
+    for kk in numba.prange(packed.shape[1]):
+        row = np.empty(out.shape[1], np.float32)
+        _dequantize_row(packed, scale, zero, kk // group, kk, row)
         bits = row.view(np.uint32)
         out[kk, :] = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
                       >> np.uint32(16)).astype(np.uint16)
@@ -198,7 +194,8 @@ def check_kernel() -> str | None:
         layer = Int4Linear.from_weight(w, None, torch.float32)
         x = torch.randn(3, 256)
         kernel = layer(x)
-        dense = x @ layer.dequantized_t()[:, : layer.out_features]
+        full = layer.dequantized_t()
+        dense = x @ full[:, : layer.out_features]
         err = float((kernel - dense).norm() / dense.norm())
         ref = float((kernel - x @ w.T).norm() / (x @ w.T).norm())
     except (RuntimeError, NotImplementedError) as e:
@@ -207,7 +204,6 @@ def check_kernel() -> str | None:
         return f"the CPU int4 kernel's layout is not the one expected (mismatch {err:.3f})"
     try:  # the bfloat16 loop too: compiled here, at load, rather than in the first long prompt
         bf16 = Int4Linear.from_weight(w, None, torch.bfloat16).dequantized_t().float()
-        full = layer.dequantized_t()
         rounding = float((bf16 - full).norm() / full.norm())
     except Exception as e:  # noqa: BLE001 - numba could not compile here: int4 is refused with why
         return f"the int4 dequantization loop does not compile here ({str(e).splitlines()[0][:120]})"
@@ -266,12 +262,13 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str):
         model = Phi4MultimodalForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
     targets = {name for name, m in model.named_modules() if TARGETS.search(name) and isinstance(m, nn.Linear)}
     index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    weight_map = json.loads(index.read_text())["weight_map"] if index.is_file() else None
+    files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
     biases: dict[str, torch.Tensor] = {}
     weights: dict[str, torch.Tensor] = {}
     # Phi-4's LM head shares the embedding's weights (tie_word_embeddings): the checkpoint
     # then holds no lm_head.weight, and the head is quantized from the embedding.
-    tied = getattr(config, "tie_word_embeddings", False) or not _has_tensor(folder, files, "lm_head.weight")
+    tied = "lm_head.weight" not in (weight_map or _header(folder / files[0]))
     for file in files:
         for key, tensor in read_safetensors(folder / file):
             module, _, param = key.rpartition(".")
@@ -332,12 +329,9 @@ def read_safetensors(path: Path):
             yield name, tensor.reshape(meta["shape"])
 
 
-def _has_tensor(folder: Path, files: list[str], name: str) -> bool:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return name in json.loads(index.read_text())["weight_map"]
-    with open(folder / files[0], "rb") as fh:
-        return name in json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+def _header(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
 
 
 def _replace(model, name: str, module: nn.Module) -> None:
