@@ -239,6 +239,9 @@ class ModelRequest:
     # A short request (a live-transcription window) that may run between the tokens of a
     # running answer instead of waiting for its end.
     urgent: bool = False
+    # How many of the conversation's oldest audio clips the prompt leaves out to stay within
+    # the clip limit (a long voice conversation); the page says so.
+    clips_left_out: int = 0
 
     @property
     def modality(self) -> str:
@@ -329,8 +332,37 @@ def _check_counts(limits: Limits, n_images: int, n_audios: int, derived: bool) -
         )
 
 
+EARLIER_CLIP = "(an audio clip from earlier in the conversation, no longer included)"
+
+
+def _without_oldest_clips(turns: Sequence[Turn], kinds: list[list[str]], keep: int):
+    """A conversation with more audio clips than `keep` (a voice conversation is one clip per
+    turn) goes on: the oldest clips of the earlier turns are left out of the prompt, and
+    their answers stay. A turn that was only a clip keeps its place as EARLIER_CLIP, so the
+    answer after it still follows a question. The new message's own clips are never left
+    out: too many of those is refused as before."""
+    excess = sum(k == "audio" for ks in kinds for k in ks) - keep
+    if excess <= 0:
+        return list(turns), kinds, 0
+    left_out, out_turns, out_kinds = 0, [], []
+    for i, (t, ks) in enumerate(zip(turns, kinds)):
+        if t.role == "user" and i < len(turns) - 1 and left_out < excess and "audio" in ks:
+            files, kept = [], []
+            for f, k in zip(t.files, ks):
+                if k == "audio" and left_out < excess:
+                    left_out += 1
+                else:
+                    files.append(f)
+                    kept.append(k)
+            t, ks = Turn(t.role, t.text or EARLIER_CLIP, tuple(files)), kept
+        out_turns.append(t)
+        out_kinds.append(ks)
+    return out_turns, out_kinds, left_out
+
+
 def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits | None = None) -> ModelRequest:
-    """Render the prompt and decode every image and clip it refers to, enforcing the limits."""
+    """Render the prompt and decode every image and clip it refers to, enforcing the limits
+    (past the clip limit, the oldest earlier clips are left out instead)."""
     limits = limits or Limits()
     if not turns or turns[-1].role != "user":
         raise UserInputError("There is no question to answer: the last message must be the user's.")
@@ -340,6 +372,7 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
         for f in t.files:
             limits.check_allowed(f)  # before a byte of it is read
     kinds = [[media.kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
+    turns, kinds, left_out = _without_oldest_clips(turns, kinds, limits.max_audio_clips)
     derived = any(k in ("video", "pdf") for ks in kinds for k in ks)
     # Counted before decoding (a video or PDF as at least one image), so that a hundred
     # files are refused without opening them.
@@ -356,7 +389,9 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
     if derived:
         _check_counts(limits, sum(k == "image" for _, _, items in decoded for k, _ in items),
                       sum(k == "audio" for _, _, items in decoded for k, _ in items), derived=True)
-    return _assemble(decoded, system_prompt)
+    request = _assemble(decoded, system_prompt)
+    request.clips_left_out = left_out
+    return request
 
 
 def media_request(text: str, images: Sequence[Any] = (), audios: Sequence[Any] = (),

@@ -121,7 +121,7 @@ class AppSettings:
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "default system prompt"})
     max_new_tokens: int = field(default=512, metadata={"help": "default max new tokens"})
     max_images: int = field(default=8, metadata={"help": "most images in one conversation"})
-    max_audio_clips: int = field(default=4, metadata={"help": "most audio clips in one conversation"})
+    max_audio_clips: int = field(default=4, metadata={"help": "most audio clips the model hears in one conversation (the oldest are left out past it)"})
     max_audio_seconds: float = field(default=300.0, metadata={"help": "longest audio clip accepted, seconds"})
     max_video_frames: int = field(default=8, metadata={
         "help": "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"})

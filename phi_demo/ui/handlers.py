@@ -32,11 +32,13 @@ def user_message(turn: Turn) -> dict:
     return {"role": "user", "content": content}
 
 
-def stats_message(stats, attn: str | None) -> dict:
+def stats_message(stats, attn: str | None, clips_left_out: int = 0) -> dict:
     detail = (f"Prompt: {stats.prompt_tokens} tokens · new: {stats.new_tokens} tokens · "
               f"total {stats.total_s:.2f} s · attention: {attn}")
-    return {"role": "assistant", "content": detail,
-            "metadata": {"title": "📊 " + stats.summary(), "status": "done"}}
+    title = "📊 " + stats.summary()
+    if clips_left_out:
+        title += f" · oldest {clips_left_out} audio clip{'s' * (clips_left_out > 1)} not heard (clip limit)"
+    return {"role": "assistant", "content": detail, "metadata": {"title": title, "status": "done"}}
 
 
 def notice_message(notice) -> dict:
@@ -191,7 +193,7 @@ class ChatHandlers:
                 if isinstance(extra, Notice):
                     answer = [notice_message(extra)]  # until the first text arrives
                 elif extra is not None:
-                    answer.append(stats_message(extra, self.engine.attn))
+                    answer.append(stats_message(extra, self.engine.attn, prepared.request.clips_left_out))
                 last = shown + answer
                 yield last, gr.skip()
         except Exception as e:  # noqa: BLE001 - reported, and the chat is put back

@@ -5,6 +5,7 @@ from PIL import Image
 
 from phi_demo.conversation import (
     AUDIO_TOKEN,
+    EARLIER_CLIP,
     IMAGE_TOKEN,
     Limits,
     Turn,
@@ -125,6 +126,33 @@ def test_limits_are_enforced_with_numbers(files):
         build_request([Turn("user", "x", (img, img2, img))], limits=Limits(max_images=2))
     with pytest.raises(UserInputError, match="2 audio clips; the limit is 1"):
         build_request([Turn("user", "x", (wav, wav))], limits=Limits(max_audio_clips=1))
+
+
+def test_a_long_spoken_conversation_leaves_out_its_oldest_clips_instead_of_stopping(files, tmp_path):
+    """Voice mode makes every turn a clip: past the limit the oldest earlier clips are left
+    out of the prompt (their answers stay), never the new message's own."""
+    img, _, wav = files
+    clips = []
+    for i in range(4):
+        clip = tmp_path / f"turn{i}.wav"
+        sf.write(clip, np.full(1600 * (i + 1), 0.1, np.float32), 16000)  # each a different length
+        clips.append(str(clip))
+    turns = [Turn("user", "", (clips[0],)), Turn("assistant", "First answer."),
+             Turn("user", "Look", (img, clips[1])), Turn("assistant", "Second answer."),
+             Turn("user", "", (clips[2],)), Turn("assistant", "Third answer."),
+             Turn("user", "", (clips[3],))]
+    req = build_request(turns, limits=Limits(max_audio_clips=2))
+    assert req.clips_left_out == 2
+    assert [len(a) for a in req.audios] == [4800, 6400]  # the two newest, in order
+    assert len(req.images) == 1 and req.modality == "vision"  # the image stays with its text
+    assert req.prompt == (f"<|user|>{EARLIER_CLIP}<|end|><|assistant|>First answer.<|end|>"
+                          "<|user|><|image|>Look<|end|><|assistant|>Second answer.<|end|>"
+                          "<|user|><|audio|><|end|><|assistant|>Third answer.<|end|>"
+                          "<|user|><|audio|><|end|><|assistant|>")
+    assert build_request(turns[:5], limits=Limits(max_audio_clips=3)).clips_left_out == 0
+    # The new message alone over the limit is still refused: nothing earlier can make room.
+    with pytest.raises(UserInputError, match="3 audio clips; the limit is 2"):
+        build_request(turns[:2] + [Turn("user", "x", (wav, wav, wav))], limits=Limits(max_audio_clips=2))
 
 
 def test_files_outside_allowed_roots_are_refused(files, tmp_path):

@@ -54,6 +54,15 @@ def test_submit_streams_and_adds_stats(handlers):
     assert history == HISTORY  # the input list itself is never mutated
 
 
+def test_a_chat_past_the_clip_limit_goes_on_and_the_stats_line_says_what_was_left_out(engine):
+    handlers = ChatHandlers(engine, AppSettings(model="tiny-random", max_audio_clips=1))
+    clip = str(ROOT / "assets" / "example_question.wav")
+    history = [{"role": "user", "content": [{"path": clip}]}, {"role": "assistant", "content": "An answer."}]
+    final, _ = list(handlers.submit({"text": "", "files": [clip]}, history, GEN))[-1]
+    assert final[-1]["metadata"]["title"].endswith("· oldest 1 audio clip not heard (clip limit)")
+    assert final[:2] == history  # the chat still shows the first clip
+
+
 @pytest.mark.parametrize("message,expected", [
     ({"text": "", "files": []}, "The message is empty"),
     ({"text": "x", "files": [str(ROOT / "README.md")]}, "README.md: this is not an image, audio, a video or a PDF"),
