@@ -23,7 +23,7 @@ _ids = itertools.count(1)
 
 class VoiceSession:
     """One tab's voice conversation: its detector state, the turns waiting to be answered,
-    and the running answer's stop flag (set by barge-in)."""
+    and the running answer's stop flag (set by barge-in and by Stop)."""
 
     def __init__(self, vad):
         self.id = next(_ids)
@@ -31,7 +31,8 @@ class VoiceSession:
         self.pending: list[str] = []
         self.lock = threading.Lock()
         self.answer_cancel: threading.Event | None = None
-        self.barged = False
+        self.answer_turn: int | None = None  # the page's number for the last answer begun
+        self.interrupted = False  # the running answer was stopped: by barge-in or Stop
         self.phase = "listening"
 
 
@@ -65,7 +66,7 @@ class VoiceHandlers:
                 with session.lock:
                     running = session.answer_cancel
                     if running is not None and not running.is_set():
-                        session.barged = True
+                        session.interrupted = True
                         running.set()  # the answer being generated stops within a token
             elif event == "turn":
                 path = self._save(audio, session)
@@ -83,12 +84,21 @@ class VoiceHandlers:
         return session, "idle"
 
     @staticmethod
-    def drop_waiting(session):
-        """The message box's Stop: the running answer is cancelled by Gradio; the turns
-        heard but not yet answered are dropped too (Stop means quiet)."""
-        if session is not None:
-            with session.lock:
-                session.pending.clear()
+    def drop_waiting(history, session):
+        """The message box's Stop: Stop means quiet. The turns heard but not yet answered are
+        dropped, and the voice answer running now is stopped by its own flag too: a turn
+        that waited behind the answer Gradio cancelled can begin before this step runs.
+        Returns what the page reads: the answer is over and stopped. A cancelled answer never
+        says so itself, and the page would show "Thinking" and keep reading what it had."""
+        if session is None:
+            return gr.skip()
+        with session.lock:
+            session.pending.clear()
+            if session.answer_cancel is not None:
+                session.interrupted = True
+                session.answer_cancel.set()
+            turn = session.answer_turn
+        return gr.skip() if turn is None else say(history, turn, done=True, stopped=True)
 
     def _save(self, audio, session) -> str:
         import soundfile as sf
@@ -107,8 +117,8 @@ class VoiceHandlers:
                 return
             path = session.pending.pop(0)
             cancel = session.answer_cancel = threading.Event()
-            session.barged = False
-        turn = session.turns.turns
+            session.interrupted = False
+            turn = session.answer_turn = session.turns.turns
         history = list(history or [])
         last, box = history, gr.skip()
         try:
@@ -121,7 +131,7 @@ class VoiceHandlers:
                     session.answer_cancel = None
             if session.phase == "thinking":
                 session.phase = "listening"
-        yield last, box, say(last, turn, done=True, stopped=session.barged)
+        yield last, box, say(last, turn, done=True, stopped=session.interrupted)
 
 
 def say(history, turn: int, done: bool, stopped: bool = False) -> str:
@@ -139,7 +149,7 @@ def say(history, turn: int, done: bool, stopped: bool = False) -> str:
 VOICE_JS = r"""() => {
   if (window.phiVoice) return;
   const synth = window.speechSynthesis;
-  const v = window.phiVoice = {spoken: [], bargeIns: 0, turn: null, offset: 0, lastPhase: null};
+  const v = window.phiVoice = {spoken: [], bargeIns: 0, turn: null, offset: 0, lastPhase: null, quiet: null};
   const $ = (s) => document.querySelector(s);
   const sentenceEnd = /[.!?\u3002\uff01\uff1f](?=\s|$)|\n/g;
   function speak(text) {
@@ -172,7 +182,11 @@ VOICE_JS = r"""() => {
     v.lastPhase = phase;
     let said = null;
     try { said = JSON.parse(($("#voice-say textarea") || {}).value || "null"); } catch (e) {}
-    if (said && said.turn !== v.turn) { v.turn = said.turn; v.offset = 0; if (synth) synth.cancel(); }
+    if (said && said.turn !== v.turn) { v.turn = said.turn; v.offset = 0; v.quiet = null; if (synth) synth.cancel(); }
+    if (said && said.stopped && v.quiet !== said.turn) {  // interrupted or Stop pressed: what is queued goes too
+      v.quiet = said.turn;
+      if (synth) synth.cancel();
+    }
     if (said && !said.stopped && phase !== "hearing") {
       const text = said.text;
       let end = v.offset, m;
@@ -237,6 +251,6 @@ class VoicePanel:
         def on_turn(data):
             yield from h.answer(data[chatbot], data[self.session], on_values(data))
 
-        self.drop_waiting = (h.drop_waiting, [self.session], None)
+        self.drop_waiting = (h.drop_waiting, [chatbot, self.session], [self.say])
         return self.trigger.change(on_turn, {chatbot, self.session, *values_inputs}, [chatbot, textbox, self.say],
                                    concurrency_id="generate", show_progress="hidden", **private)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from phi_demo.conversation import EARLIER_CLIP
 from tests.browser.conftest import launch_with_microphone, start_recording
 from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
 from tests.helpers import ROOT, generate_threads, wait_until
@@ -20,7 +21,8 @@ TURNS = ["What is the capital of France?", "Tell me a short joke about cats.", "
 
 @pytest.fixture(scope="module")
 def conversation_48k(tmp_path_factory):
-    """Three utterances, each followed by 3 s of silence, at 48 kHz as a microphone gives."""
+    """Three utterances, each followed by 3 s of silence, then 12 s more of it (a quiet spell
+    in which to press Stop with nobody talking), at 48 kHz as a microphone gives."""
     folder = tmp_path_factory.mktemp("voice")
     parts = []
     for i, text in enumerate(TURNS):
@@ -31,7 +33,7 @@ def conversation_48k(tmp_path_factory):
     padded = []
     for i, part in enumerate(parts):
         out_i = folder / f"p{i}.wav"
-        subprocess.run(["sox", part, "-r", "48000", "-c", "1", str(out_i), "pad", "0.5" if i == 0 else "0", "3"],
+        subprocess.run(["sox", part, "-r", "48000", "-c", "1", str(out_i), "pad", "0.5" if i == 0 else "0", "15" if i == len(parts) - 1 else "3"],
                        check=True)
         padded.append(str(out_i))
     subprocess.run(["sox", *padded, str(out)], check=True)
@@ -128,13 +130,19 @@ def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser
         start_recording(pg, "#voice-mic")
         assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
         assert pg.evaluate("window.phiVoice.bargeIns") >= 1  # the page stopped its own speech too
-        # The utterance that interrupted is the next user turn, and it is being answered.
-        assert wait_until(lambda: user_audio_turns(pg) >= 2 and generate_threads() and pg.is_visible(STOP), 30)
-        # The message box's Stop ends a voice answer like any other, and the turns still
-        # waiting to be answered are dropped: Stop means quiet.
+        # The utterance that interrupted is the next user turn, and it is being answered; the
+        # third is answered in the quiet spell after it (no one talks over that answer).
+        assert wait_until(lambda: user_audio_turns(pg) >= 3 and generate_threads() and pg.is_visible(STOP), 30), \
+            (user_audio_turns(pg), generate_threads(), bot_texts(pg)[-2:])
+        # This server keeps 2 clips: the third turn is answered with the first clip left out.
+        assert EARLIER_CLIP in server.engine.requests[-1][0].prompt
+        # The message box's Stop ends a voice answer like any other: the page leaves
+        # "Thinking" for "Listening" while the microphone still records, and nothing more is
+        # generated (the turns still waiting are dropped: Stop means quiet).
         pg.click(STOP)
-        pg.locator("#voice-mic").get_by_text("Stop").click()
+        pg.wait_for_function("document.querySelector('#voice-state').dataset.state === 'listening'", timeout=5000)
         assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
+        pg.locator("#voice-mic").get_by_text("Stop").click()
         time.sleep(1.5)
         assert not generate_threads(), "a waiting turn was answered after Stop"
     finally:

@@ -100,3 +100,32 @@ def test_a_turn_goes_to_the_chat_as_audio_only_and_talking_over_the_answer_stops
     last = json.loads(outputs[-1][2])
     assert last["done"] and last["stopped"] and last["turn"] == 1 and last["text"].startswith("Hello there.")
     assert len(outputs) < 150
+
+
+def test_stop_drops_the_waiting_turns_and_stops_the_answer_that_began_after_the_cancel(voice):
+    """The message box's Stop: Gradio cancels the answer it knows of; a turn that waited
+    behind it may already have begun when the Stop's own step runs. Both end, nothing waits."""
+    session, _ = voice.start(None)
+    for piece in (tone(1.5), quiet(1.0), tone(1.5), quiet(1.0)):
+        session, _, _ = voice.chunk((SR, piece), session)
+    assert len(session.pending) == 2
+    outputs = []
+    answering = threading.Thread(target=lambda: outputs.extend(voice.answer([], session, {})))
+    answering.start()
+    assert voice.chat.started.wait(5)
+    shown = outputs[-1][0] if outputs else [{"role": "assistant", "content": "Hello there."}]
+    told = json.loads(voice.drop_waiting(shown, session))
+    answering.join(5)
+    assert not answering.is_alive() and len(outputs) < 150, "the answer did not stop"
+    assert session.pending == [] and list(voice.answer([], session, {})) == []  # the second turn is not answered
+    assert told == {"turn": 2, "text": told["text"], "done": True, "stopped": True} and told["text"]
+    last = json.loads(outputs[-1][2])
+    assert last["done"] and last["stopped"], "the answer's own last word must not read out the rest"
+
+
+def test_stop_with_no_voice_answer_leaves_the_page_alone(voice):
+    session, _ = voice.start(None)
+    import gradio as gr
+
+    assert voice.drop_waiting([], session) == gr.skip() == voice.drop_waiting([], None)
+    assert session.pending == [] and session.answer_cancel is None
