@@ -124,8 +124,8 @@ def test_stop_drops_the_waiting_turns_and_stops_the_answer_that_began_after_the_
 
 
 def test_stop_with_no_voice_answer_leaves_the_page_alone(voice):
-    session, _ = voice.start(None)
     import gradio as gr
 
+    session, _ = voice.start(None)
     assert voice.drop_waiting([], session) == gr.skip() == voice.drop_waiting([], None)
     assert session.pending == [] and session.answer_cancel is None
