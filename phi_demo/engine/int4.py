@@ -268,7 +268,11 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str):
     weights: dict[str, torch.Tensor] = {}
     # Phi-4's LM head shares the embedding's weights (tie_word_embeddings): the checkpoint
     # then holds no lm_head.weight, and the head is quantized from the embedding.
-    tied = "lm_head.weight" not in (weight_map or _header(folder / files[0]))
+    names = weight_map
+    if names is None:
+        with open(folder / files[0], "rb") as fh:
+            names = _header(fh)
+    tied = "lm_head.weight" not in names
     for file in files:
         for key, tensor in read_safetensors(folder / file):
             module, _, param = key.rpartition(".")
@@ -314,9 +318,8 @@ def read_safetensors(path: Path):
     are counted) as long as any tensor of the file is alive, so loading through a mapping
     peaked at the whole bf16 checkpoint plus the int4 model."""
     with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(size))
-        base = 8 + size
+        header = _header(fh)
+        base = fh.tell()
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
@@ -329,9 +332,10 @@ def read_safetensors(path: Path):
             yield name, tensor.reshape(meta["shape"])
 
 
-def _header(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+def _header(fh) -> dict:
+    """A .safetensors file's header (tensor names to dtype, shape and offsets); leaves `fh`
+    at the first tensor's bytes."""
+    return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
 
 
 def _replace(model, name: str, module: nn.Module) -> None:
