@@ -1,9 +1,11 @@
-"""Command line: `python -m phi_demo ask|transcribe|summarize ...`.
+"""Command line: `python -m phi_demo ask|transcribe|summarize|doctor ...`.
 
 `ask` prints the streamed answer on stdout (stats on stderr); `--json FILE` also writes the
 prompt, inputs, answer, settings and timings. `transcribe` cuts a recording at pauses into
 chunks of at most 30 s and prints txt, srt, vtt or json on stdout; `summarize` prints a
-summary. Long files show progress on stderr. Bad input is one line on stderr and a non-zero exit."""
+summary; `doctor` asks the loaded model about the bundled examples and prints a table of
+checks (exit 1 if one fails). Long files show progress on stderr. Bad input is one line on
+stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -63,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--allow-private-urls", action="store_true",
                         help="allow URLs on loopback/private addresses (refused by default)")
         sp.add_argument("--quiet", action="store_true", help="no progress or stats on stderr")
+
+    dr = sub.add_parser("doctor", help="check the model on this machine against the bundled examples (run it first)")
+    # --max-new-tokens is the doctor's own bound, not the app's default answer length
+    # (PHI_DEMO_MAX_NEW_TOKENS), so the checks mean the same on every machine.
+    AppSettings.add_arguments(dr, only=tuple(f for f in MODEL_FLAGS if f != "max_new_tokens"))
+    dr.add_argument("--max-new-tokens", type=int, default=None,
+                    help="an answer that reaches this many new tokens did not stop by itself (default 256)")
+    dr.add_argument("--json", metavar="FILE", help="also write the table, answers, settings and timings here")
+    dr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
 
 
@@ -144,11 +155,47 @@ def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     return 0
 
 
+def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
+    """The bundled examples through the request path: a table on stdout, exit 1 if a check fails."""
+    from . import doctor
+    from .conversation import Limits
+
+    out, err = out or sys.stdout, err or sys.stderr
+    settings = AppSettings.resolve(vars(args))
+    bound = doctor.DEFAULT_BOUND if args.max_new_tokens is None else args.max_new_tokens
+    bound = GenerationSettings.from_values(max_new_tokens=bound).max_new_tokens  # refuses 0 with a sentence
+    engine, loaded, load_s = _engine(settings)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            err.write(line + "\n")
+            err.flush()
+
+    outcomes = doctor.run_checks(engine, settings.system_prompt, Limits.from_settings(settings), bound,
+                                 progress=progress)
+    heading = (f"phi-demo doctor · {settings.model} · {loaded.device} · {loaded.dtype} · {loaded.attn} · "
+               f"model load {load_s:.2f} s")
+    out.write(doctor.render(outcomes, heading))
+    passed = all(o.passed for o in outcomes)
+    if args.json:
+        record = {"command": "doctor", "passed": passed, "tiny": engine.is_tiny,
+                  "note": doctor.TINY_NOTE if engine.is_tiny else None,
+                  "settings": {"model": settings.model, "revision": engine.key().revision, "device": loaded.device,
+                               "dtype": loaded.dtype, "attention": loaded.attn, "quantize": engine.quantize,
+                               "system_prompt": settings.system_prompt, "max_new_tokens": bound},
+                  "timings": {"model_load_s": round(load_s, 3)},
+                  "checks": [o.as_dict() for o in outcomes]}
+        Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    return 0 if passed else EXIT_FAILED
+
+
 def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     from .conversation import Limits, Turn, build_request
 
     if args.command in ("transcribe", "summarize"):
         return run_speech(args, out, err)
+    if args.command == "doctor":
+        return run_doctor(args)
     settings = AppSettings.resolve(vars(args))
     gen = GenerationSettings.from_values(max_new_tokens=settings.max_new_tokens, do_sample=args.sample,
                                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

@@ -27,6 +27,16 @@ Piece = Union[str, Notice, GenerationStats]
 
 
 @dataclass(frozen=True)
+class Placeholders:
+    """The strings that stand for one image and one audio clip in a prompt: the loaded
+    processor's `image_token` and `audio_token`, handed to the prompt code as plain strings,
+    so that code needs no processor."""
+
+    image: str
+    audio: str
+
+
+@dataclass(frozen=True)
 class AttentionOption:
     name: str
     available: bool

@@ -14,11 +14,17 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import media, pdf, video
+from .contract import Placeholders
 from .errors import UserInputError
 from .lru import ByteLRU
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
-IMAGE_TOKEN, AUDIO_TOKEN = "<|image|>", "<|audio|>"
+
+
+# Phi-4-multimodal's processor's own: the prompt a request shows (logs, tests, --json) uses
+# them; the engine renders the request again with its loaded processor's strings.
+PHI4_PLACEHOLDERS = Placeholders("<|image|>", "<|audio|>")
+IMAGE_TOKEN, AUDIO_TOKEN = PHI4_PLACEHOLDERS.image, PHI4_PLACEHOLDERS.audio
 # Phi-4's control tokens all look like <|name|>. A word joiner between '<' and '|' keeps
 # the text readable to the model while no tokenizer or processor sees a control token.
 _CONTROL_OPENER = re.compile(r"<(\s*)\|")
@@ -149,20 +155,26 @@ class MediaItem:
     group: int
 
 
-def _slots(kinds: Sequence[str]) -> str:
-    return "".join(IMAGE_TOKEN if k == "image" else AUDIO_TOKEN for k in kinds)
+def _messages(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> list[dict]:
+    """(role, text, media kinds) per turn -> the conversation as data: role, text, media kinds."""
+    messages = [{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else []
+    return messages + [{"role": role, "text": text, "media": list(kinds)} for role, text, kinds in turns]
+
+
+def render_messages(messages: Sequence[dict], placeholders: Placeholders = PHI4_PLACEHOLDERS) -> str:
+    """The conversation -> the exact Phi-4 prompt, ending with the assistant's cue: one
+    placeholder per image and clip, in order, before the user turn's text."""
+    parts: list[str] = []
+    for m in messages:
+        tag = {"system": SYSTEM, "user": USER}.get(m["role"], ASSISTANT)
+        slots = "".join(placeholders.image if k == "image" else placeholders.audio for k in m["media"])
+        parts.append(f"{tag}{slots if m['role'] == 'user' else ''}{escape_control_tokens(m['text'])}{END}")
+    parts.append(ASSISTANT)
+    return "".join(parts)
 
 
 def _render(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> str:
-    """(role, text, media kinds) per turn -> the exact Phi-4 prompt, ending with the assistant's cue."""
-    parts: list[str] = []
-    if system_prompt and system_prompt.strip():
-        parts.append(f"{SYSTEM}{escape_control_tokens(system_prompt.strip())}{END}")
-    for role, text, kinds in turns:
-        tag = USER if role == "user" else ASSISTANT
-        parts.append(f"{tag}{_slots(kinds) if role == 'user' else ''}{escape_control_tokens(text)}{END}")
-    parts.append(ASSISTANT)
-    return "".join(parts)
+    return render_messages(_messages(turns, system_prompt))
 
 
 def _groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
@@ -243,6 +255,10 @@ class ModelRequest:
     # the clip limit (a long voice conversation); the page says so.
     clips_left_out: int = 0
 
+    def render(self, placeholders: Placeholders) -> str:
+        """The prompt with these placeholder strings (the loaded processor's)."""
+        return render_messages(self.messages, placeholders) if self.messages else self.prompt
+
     @property
     def modality(self) -> str:
         """Which LoRA the original Phi-4 code used: any image -> vision, audio only -> speech."""
@@ -303,13 +319,11 @@ def _expand(path: str, kind: str, decoded) -> tuple[list[tuple[str, Any]], str]:
 def _assemble(turns: Sequence[tuple[str, str, Sequence[tuple[str, Any]]]], system_prompt: str) -> ModelRequest:
     """(role, text, [(kind, decoded item)]) per turn -> the request, with its structure."""
     kinds = [[k for k, _ in items] for _, _, items in turns]
-    prompt = _render([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
+    messages = _messages([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
     flat = [item for _, _, items in turns for item in items]
     groups = _groups(kinds)
-    messages = ([{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else [])
-    messages += [{"role": role, "text": text, "media": k} for (role, text, _), k in zip(turns, kinds)]
     return ModelRequest(
-        prompt,
+        render_messages(messages),
         images=[x for k, x in flat if k == "image"],
         audios=[x for k, x in flat if k == "audio"],
         messages=messages,

@@ -20,7 +20,6 @@ def upload_root() -> str:
 
 def create(settings: AppSettings, engine=None, load: bool = True):
     """Build (engine, demo). The model starts loading in the background; the page shows progress."""
-    from .ui import build_demo
     from .vad import EnergyVAD, load_vad
 
     if settings.backend == "openai":
@@ -47,6 +46,9 @@ def create(settings: AppSettings, engine=None, load: bool = True):
                 engine.load_in_background()
         page_engine = zerogpu.wrap(engine)
         vad = load_vad(settings.vad)
+    # Imported only now: the model's load has started and runs while gradio imports.
+    from .ui import build_demo
+
     demo = build_demo(page_engine, settings, allowed_roots=(upload_root(),), vad=vad)
     # Requests wait in Gradio's queue (and see their position) while one answer is generated.
     demo.queue(default_concurrency_limit=1, max_size=64)

@@ -146,6 +146,13 @@ class AppSettings:
         "help": "auto (int4 on a CPU that cannot hold bf16, or a CPU-only Space), none, int4 (CPU: decoder and "
                 "LM head), 4bit or 8bit (bitsandbytes, for a GPU; decoder only)",
         "choices": ("auto", "none", "int4", "4bit", "8bit")})
+    int4_cache: str | None = field(default=None, metadata={
+        "help": "folder where --quantize int4 keeps the quantized weights it made at the first start, so later "
+                "starts read them instead of quantizing (default: int4/ in the app's cache folder, "
+                "PHI_DEMO_CACHE); 'off' turns it off"})
+    int4_cache_budget: str = field(default="10gb", metadata={
+        "help": "most disk the int4 cache may take (a full-size entry is about 4.5 GB); the least recently used "
+                "entries go first, and an entry larger than this is not written"})
     offload: bool = field(default=False, metadata={"help": "spread the model over GPU and CPU (accelerate)"})
     kv_reuse: bool = field(default=True, metadata={"help": "reuse the previous turn's KV cache in a chat"})
     fast_decode: bool = field(default=False, metadata={"help": "static KV cache + torch.compile'd decode step "

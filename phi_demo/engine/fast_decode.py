@@ -20,6 +20,7 @@ what a chat app needs around it:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,23 @@ def length_limit(config) -> int:
     """Longest sequence the fast path handles: generate() rebuilds the cache past the RoPE
     switch point."""
     return rope_switch(config) or int(config.max_position_embeddings)
+
+
+def full_attention(config, length: int):
+    """The config to build a static cache of `length` from: without its sliding window when the
+    window cannot slide within that length (Phi-4's 262,144 is twice its context).
+
+    A sliding window makes transformers build StaticSlidingWindowLayers, which count their
+    length in a Python int that changes at every step: torch.compile guards on it, recompiles
+    at each token and, with fullgraph, fails. A window no shorter than the cache never slides,
+    so a plain static layer holds exactly the same keys and values, and the model's own
+    sliding-window mask is still the causal one."""
+    window = getattr(config, "sliding_window", None)
+    if window is None or window < length:
+        return config
+    plain = copy.copy(config)
+    plain.sliding_window = None
+    return plain
 
 
 @dataclass
@@ -75,7 +93,7 @@ class FastDecode:
 
         cache = self.caches.get(length)
         if cache is None:
-            cache = self.caches[length] = StaticCache(config=model.config, max_cache_len=length)
+            cache = self.caches[length] = StaticCache(config=full_attention(model.config, length), max_cache_len=length)
         else:
             if prefix_cache is not None:
                 prefix_cache.discard(cache)

@@ -10,7 +10,7 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from ..contract import Notice
+from ..contract import Notice, Placeholders
 from ..errors import UserInputError
 from ..media import SAMPLE_RATE
 from ..settings import GenerationSettings
@@ -99,7 +99,9 @@ class CountingStreamer(TextIteratorStreamer):
 
 def prepare_inputs(loaded, request):
     processor = loaded.processor
-    kwargs = {"text": request.prompt, "return_tensors": "pt"}
+    # The prompt's placeholders are the processor's own strings, whatever the checkpoint calls them.
+    text = request.render(Placeholders(processor.image_token, processor.audio_token))
+    kwargs = {"text": text, "return_tensors": "pt"}
     if request.images:
         kwargs["images"] = request.images
     if request.audios:
@@ -110,13 +112,46 @@ def prepare_inputs(loaded, request):
     return inputs.to(loaded.model.device, dtype=loaded.model.dtype)
 
 
-def generation_kwargs(gen: GenerationSettings, processor=None) -> dict:
+# The tokens that end an answer whatever the checkpoint's generation config says: Phi-4 ends
+# its turn with <|end|>, and <|endoftext|> ends a document.
+END_TOKENS = ("<|end|>", "<|endoftext|>")
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the checkpoint's own eos (generation config, then model
+    config) plus END_TOKENS where the tokenizer has them.
+
+    A converted checkpoint's generation_config.json may name only <|endoftext|> (199999), as
+    `save_pretrained` derives it from config.json; the model ends each turn with <|end|>
+    (200020), so relying on the file alone would run every answer on into made-up turns."""
+    ids: list[int] = []
+
+    def add(value) -> None:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    add(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    add(getattr(getattr(model, "config", None), "eos_token_id", None))
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+    for token in END_TOKENS:
+        if token in vocab and vocab[token] != unknown:
+            add(vocab[token])
+    return ids
+
+
+def generation_kwargs(gen: GenerationSettings, processor=None, stop_ids: list[int] | None = None) -> dict:
     kw = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
           "repetition_penalty": gen.repetition_penalty}
     if processor is not None:
         # A generated <|image|> or <|audio|> would make the next step re-embed the media into
         # one position and crash (transformers passes the features again at every step).
         kw["suppress_tokens"] = [processor.image_token_id, processor.audio_token_id]
+    if stop_ids:
+        kw["eos_token_id"] = list(stop_ids)
+        pad = getattr(getattr(processor, "tokenizer", None), "pad_token_id", None)
+        kw["pad_token_id"] = stop_ids[0] if pad is None else pad
     if gen.min_new_tokens:
         kw["min_new_tokens"] = gen.min_new_tokens
     if gen.do_sample:
@@ -211,7 +246,7 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
                 produced.append(model.generate(
                     **model_inputs, cache=cache, streamer=streamer, return_dict_in_generate=True,
                     stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)] + ([yield_point] if yield_point else [])),
-                    **generation_kwargs(gen, loaded.processor), **extra))
+                    **generation_kwargs(gen, loaded.processor, loaded.stop_ids), **extra))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)
             streamer.end()  # never leave the reader waiting

@@ -9,30 +9,62 @@ below is a plain nn.Linear subclass, so peft wraps it with the vision and speech
 any other layer.
 
 torch's kernel is ~3x faster than bf16 for one row (a decode step) but ~12x slower for a
-thousand (a prefill), so past PREFILL_ROWS rows the layer dequantizes its weights to the
-compute dtype into a buffer shared by all layers of that shape and uses the ordinary matmul.
+thousand (a prefill), so past PREFILL_ROWS rows the layer dequantizes its weights into a
+buffer shared by all layers of that shape and uses the ordinary matmul: in the compute dtype
+where the CPU multiplies bf16 natively (AMX, AVX-512 BF16), else in float32 (see NATIVE_BF16).
 The dequantization is one numba loop (numba comes with librosa): torch's own ops needed four
 passes over the weight (nibbles, scale, transpose) and cost ~3 s per prompt at full size.
 
 Loading reads the checkpoint tensor by tensor and quantizes each target weight as it
-arrives, so the bf16 model never sits in memory whole."""
+arrives, so the bf16 model never sits in memory whole. The result is written once to an
+on-disk cache (int4_cache.py) that later loads map instead."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 import numba
 import numpy as np
 import torch
 from torch import nn
 
-# Decode steps (and short prompts) use the kernel; longer inputs dequantize (measured on
-# 2 cores: the kernel costs ~1.25 ms per row on a 3072x16384 weight, dequantizing ~40 ms).
-PREFILL_ROWS = 32
-# The kernel's packed layout puts 64 output rows in a block (two nibbles of 32 rows each).
+log = logging.getLogger(__name__)
+
+# Bump whenever what load_int4 produces changes (the quantization, the packing, the names
+# or dtypes of the buffers): it is part of the on-disk cache's key, so old entries miss.
+QUANTIZER_VERSION = 1
+# In the cache key too: the rule in words, so changing group_size() without bumping the
+# version still misses.
+GROUP_RULE = "asymmetric int4, group = the largest of 128/64/32 dividing in_features, 64-row blocks, " \
+    "inner k tiles 8; token embedding int8, one symmetric scale per row"
+
+
+def _native_bf16() -> bool:
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch: assume the worst, float32 is right everywhere
+        return False
+
+
+# Without AMX or AVX-512 BF16, torch multiplies bf16 matrices in software: on a 2-core
+# AVX2-only AMD EPYC one layer's four matrices took 476 ms for 47 rows against 242 ms in
+# float32, and x @ w with w stored [in, out] (our dequantized layout) took 31 s for one
+# 3072x16384 matrix. There the dense path runs in float32.
+NATIVE_BF16 = _native_bf16()
+# Decode steps (and short prompts) use the kernel; longer inputs dequantize. Where the
+# kernel stops paying, per layer on 2 cores: 32 rows with AMX (the kernel ~1.25 ms per row
+# on a 3072x16384 weight, dequantizing ~40 ms); 128 rows on AVX2 in float32 (128 rows: kernel
+# 496 ms, dequantize + matmul 550 ms; 512 rows: 3.4 s against 1.2 s).
+PREFILL_ROWS = 32 if NATIVE_BF16 else 128
+# Weights are padded to a multiple of 64 output rows: the kernel's packed layout puts 64
+# rows in a block (two nibbles of 32 rows each) where torch was built for AVX-512, and 32
+# rows (nibbles of 16) on AVX2-only CPUs — see pack_block().
 BLOCK_N = 64
 EMBEDDING = "model.embed_tokens"
 TARGETS = re.compile(r"(model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))|lm_head)$")
@@ -71,6 +103,27 @@ def quantize_weight(weight: torch.Tensor, group: int, dtype: torch.dtype) -> tup
         scales_zeros.append(torch.stack([scale.squeeze(-1), zero.squeeze(-1)], dim=-1).transpose(0, 1).to(dtype))
         packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8))
     return torch.cat(packed), torch.cat(scales_zeros, dim=1).contiguous()
+
+
+_pack_block: int | None = None
+
+
+def pack_block() -> int:
+    """Output rows per block in the packed layout of this machine's kernel: torch picks it by
+    CPU capability at run time (64 with AVX-512, 32 on an AVX2-only AMD EPYC here). Found by
+    packing one marked row rather than trusting a capability name."""
+    global _pack_block
+    if _pack_block is None:
+        q = torch.zeros(BLOCK_N, 32, dtype=torch.int32)
+        q[1] = 15  # row 1 is always a low nibble; the row that shares its byte is row 1 + block/2
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8).reshape(-1)
+        byte = int(packed[(packed != 0).nonzero()[0, 0]])
+        if byte != 0x0F:
+            raise RuntimeError(f"unexpected int4 packing (0x{byte:02x})")
+        q[1], q[1 + 16] = 0, 15
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8).reshape(-1)
+        _pack_block = 32 if int(packed[1]) == 0xF0 else 64
+    return _pack_block
 
 
 _scratch: dict = {}
@@ -112,11 +165,18 @@ class Int4Linear(nn.Linear):
     def padded_out(self) -> int:
         return self.qweight.shape[0]
 
-    def dequantized_t(self) -> torch.Tensor:
-        """The weight, transposed ([in, out padded]), in the compute dtype, in a shared buffer."""
-        k, n, dtype = self.in_features, self.padded_out, self.compute_dtype
+    @property
+    def dense_dtype(self) -> torch.dtype:
+        """The dtype of the dense path's matmul (the module docstring says why it may differ)."""
+        return self.compute_dtype if NATIVE_BF16 else torch.float32
+
+    def dequantized_t(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight, transposed ([in, out padded]), in `dtype` (default: the compute dtype),
+        in a shared buffer."""
+        k, n, dtype = self.in_features, self.padded_out, dtype or self.compute_dtype
         wt = _buffer((k, n), dtype)
-        packed = self.qweight.view(n // BLOCK_N, k, BLOCK_N // 2).numpy()
+        block = pack_block()
+        packed = self.qweight.view(n // block, k, block // 2).numpy()
         # Contiguous float32 scales and zeros ([k / group, n], 3 MB for the largest layer):
         # read in the kernel's interleaved pairs, the loop did not vectorise.
         scale = self.scales_zeros[..., 0].float().numpy()
@@ -139,7 +199,8 @@ class Int4Linear(nn.Linear):
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.contiguous(), self.qweight, self.group,
                                                             self.scales_zeros)
         else:
-            y = x2 @ self.dequantized_t()
+            dense = self.dense_dtype
+            y = (x2.to(dense) @ self.dequantized_t(dense)).to(self.compute_dtype)
         if self.padded_out != self.out_features:
             y = y[:, : self.out_features]
         if self.bias is not None:
@@ -155,8 +216,8 @@ _numba_lock = threading.Lock()
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _dequantize_row(packed, scale, zero, g, kk, row):  # pragma: no cover - compiled by numba
-    """row[n] = w.T[kk] from the kernel's layout: packed[n / 64, k, 32] holds output rows
-    b*64 + r in the low nibble and b*64 + 32 + r in the high one; w = (q - 8) * scale + zero,
+    """row[n] = w.T[kk] from the kernel's layout: packed[n / B, k, B / 2] (B = pack_block())
+    holds output rows b*B + r in the low nibble and b*B + B/2 + r in the high one; w = (q - 8) * scale + zero,
     with scale and zero [k / group, n]."""
     blocks, _, half = packed.shape
     for b in range(blocks):
@@ -249,21 +310,168 @@ def quantized_modules(model) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, (Int4Linear, Int8Embedding))]
 
 
-def load_int4(folder: Path, dtype: torch.dtype, attn: str):
-    """Phi4MultimodalForCausalLM from `folder` with its decoder linears and LM head in int4,
-    quantized one tensor at a time as the checkpoint is read."""
-    from accelerate import init_empty_weights
-    from accelerate.utils import set_module_tensor_to_device
-    from transformers import AutoConfig, GenerationConfig, Phi4MultimodalForCausalLM
+def quantization_plan(model) -> dict[str, dict]:
+    """What load_int4 quantizes, read from the model's skeleton: module name -> kind and sizes."""
+    plan = {}
+    for name, m in model.named_modules():
+        if TARGETS.search(name) and isinstance(m, nn.Linear) and group_size(m.in_features) is not None:
+            plan[name] = {"kind": "int4", "in": m.in_features, "out": m.out_features,
+                          "group": group_size(m.in_features)}
+    embedding = model.get_submodule(EMBEDDING)
+    plan[EMBEDDING] = {"kind": "int8", "rows": embedding.num_embeddings, "dim": embedding.embedding_dim}
+    return plan
 
+
+def expected_tensors(model, plan: dict, dtype: torch.dtype) -> tuple[dict, set]:
+    """(name -> (dtype, shape) of every tensor a loaded int4 model holds, the names that may
+    be missing), from the skeleton: what a cache entry must contain."""
+    spec, optional = {}, set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name.rpartition(".")[0] not in plan:
+            spec[name] = (t.dtype, tuple(t.shape))
+    for name, p in plan.items():
+        if p["kind"] == "int4":
+            padded = -(-p["out"] // BLOCK_N) * BLOCK_N
+            spec[name + ".qweight"] = (torch.uint8, (padded, p["in"] // 2))
+            spec[name + ".scales_zeros"] = (dtype, (p["in"] // p["group"], padded, 2))
+            spec[name + ".bias"] = (dtype, (p["out"],))  # kept if the checkpoint has one
+            optional.add(name + ".bias")
+        else:
+            spec[name + ".qweight"] = (torch.int8, (p["rows"], p["dim"]))
+            spec[name + ".scale"] = (torch.float32, (p["rows"], 1))
+    return spec, optional
+
+
+def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress: Callable[[str], None] | None = None):
+    """Phi4MultimodalForCausalLM from `folder` with its decoder linears and LM head in int4,
+    quantized one tensor at a time as the checkpoint is read — or, when `cache` (an
+    int4_cache.Int4Cache) holds this checkpoint already, mapped from there. `progress` gets
+    sentences for the page; the model's `int4_cache_note` says what the cache did."""
+    from transformers import GenerationConfig
+
+    from .int4_cache import CacheDamaged, cache_key, checkpoint_identity, describe_difference
+
+    say = progress or (lambda message: None)
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
-    with init_empty_weights(include_buffers=False):
-        model = Phi4MultimodalForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
-    targets = {name for name, m in model.named_modules() if TARGETS.search(name) and isinstance(m, nn.Linear)}
+    model = _skeleton(folder, dtype, attn)
     index = folder / "model.safetensors.index.json"
     weight_map = json.loads(index.read_text())["weight_map"] if index.is_file() else None
     files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
+    plan = quantization_plan(model)
+    note, key, parts = "", None, None
+    if cache is not None:
+        try:
+            identity = checkpoint_identity(folder, files)
+        except OSError as e:
+            log.warning("int4 cache: cannot identify the checkpoint in %s (%s); not using the cache", folder, e)
+            cache = None
+    if cache is not None:
+        key, parts = cache_key(identity, quantizer_version=QUANTIZER_VERSION, group_rule=GROUP_RULE,
+                               dtype=str(dtype), torch=torch.__version__, pack_block=pack_block(),
+                               cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                               quantized=sorted((n, p["kind"], p.get("group")) for n, p in plan.items()))
+        start = time.perf_counter()
+        damage = None
+        try:
+            if cache.entry(key).is_dir():
+                say("Reading the int4 weights from the cache…")
+            tensors = cache.read(key, *expected_tensors(model, plan, dtype))
+            if tensors is not None:
+                _fill(model, plan, tensors, dtype)
+        except CacheDamaged as e:
+            damage, tensors = str(e), None
+        except Exception as e:  # noqa: BLE001 - a bad entry is rebuilt, never a failed start
+            cache.remove(cache.entry(key))
+            damage, tensors = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", None
+        if tensors is not None:
+            note = f"read from the int4 cache in {time.perf_counter() - start:.1f} s"
+            log.info("int4: %s (%s)", note, cache.entry(key))
+            return _finish(model, folder, note, GenerationConfig)
+        if damage is not None:
+            note = f"the int4 cache entry could not be used ({damage}); it was rebuilt"
+            message = (f"The int4 cache entry {cache.entry(key)} could not be used: {damage}. It was removed; "
+                       "quantizing again (one to two minutes at full size)…")
+            log.warning("%s", message)
+            say(message)
+            model = _skeleton(folder, dtype, attn)  # a failed fill may have left it half done
+        else:
+            stale = cache.stale_for(identity)
+            if stale:
+                why = describe_difference(stale[-1], parts)
+                note = f"the int4 cache held this checkpoint for another setup ({why}); quantized again"
+                say(f"The int4 cache holds this checkpoint for another setup ({why}); quantizing again "
+                    "(one to two minutes at full size)…")
+            else:
+                say("Quantizing the weights to int4 (the first start: one to two minutes at full size; later "
+                    "starts read them from the cache)…")
+    else:
+        say("Quantizing the weights to int4 (one to two minutes at full size)…")
+    start = time.perf_counter()
+    _quantize_from_checkpoint(model, folder, files, weight_map, dtype)
+    log.info("int4: quantized %s in %.1f s", folder, time.perf_counter() - start)
+    _check_complete(model)
+    if cache is not None:
+        say("Writing the int4 weights to the cache, so that the next start skips quantizing…")
+        written = cache.write(key, parts, model.state_dict())
+        log.info("%s", written)
+        note = "; ".join(filter(None, (note, written.removeprefix("int4 cache: "))))
+    return _finish(model, folder, note, GenerationConfig)
+
+
+def _skeleton(folder: Path, dtype: torch.dtype, attn: str):
+    """The model with its parameters on the meta device (buffers are real)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, Phi4MultimodalForCausalLM
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(folder)
+    # Without no_init_weights, transformers "initializes" every meta parameter through
+    # torch's Python meta kernels: 2.4 s at full size for nothing. The buffers it would
+    # set (rotary frequencies) are computed by the constructors already; the persistent
+    # ones come from the checkpoint.
+    with init_empty_weights(include_buffers=False), no_init_weights():
+        return Phi4MultimodalForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
+
+
+def _fill(model, plan: dict, tensors: dict, dtype: torch.dtype) -> None:
+    """The skeleton's quantized modules and every other tensor, from a cache entry's tensors
+    (mapped: nothing is copied)."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    tensors = dict(tensors)
+    for name, p in plan.items():
+        if p["kind"] == "int4":
+            _replace(model, name, Int4Linear(p["in"], p["out"], tensors.pop(name + ".qweight"),
+                                             tensors.pop(name + ".scales_zeros"), p["group"],
+                                             tensors.pop(name + ".bias", None)))
+        else:
+            padding = model.get_submodule(name).padding_idx
+            _replace(model, name, Int8Embedding(tensors.pop(name + ".qweight"), tensors.pop(name + ".scale"),
+                                                padding, dtype))
+    for name, tensor in tensors.items():
+        set_module_tensor_to_device(model, name, "cpu", value=tensor)
+    _check_complete(model)
+
+
+def _check_complete(model) -> None:
+    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} weights, e.g. {', '.join(missing[:3])}")
+
+
+def _finish(model, folder: Path, note: str, generation_config):
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = generation_config.from_pretrained(folder)
+    model.int4_cache_note = note
+    return model.eval()
+
+
+def _quantize_from_checkpoint(model, folder: Path, files: list[str], weight_map: dict | None,
+                              dtype: torch.dtype) -> None:
+    """Read the checkpoint tensor by tensor into the skeleton, quantizing each target weight."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    targets = {name for name, m in model.named_modules() if TARGETS.search(name) and isinstance(m, nn.Linear)}
     biases: dict[str, torch.Tensor] = {}
     weights: dict[str, torch.Tensor] = {}
     # Phi-4's LM head shares the embedding's weights (tie_word_embeddings): the checkpoint
@@ -298,12 +506,6 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str):
             layer.bias = nn.Parameter(bias, requires_grad=False)
         else:
             set_module_tensor_to_device(model, module + ".bias", "cpu", value=bias)
-    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} weights, e.g. {', '.join(missing[:3])}")
-    if (folder / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(folder)
-    return model.eval()
 
 
 _DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,

@@ -5,20 +5,25 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.initialization import no_init_weights
 
 from ..errors import HOW_TO_FIX, ModelUnavailable
 from . import zerogpu
+from .generation import stop_token_ids
 from .image_cache import CachedImageProcessor
 from .prefix_cache import PrefixCache
 from .worker import GenerationWorker
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
+log = logging.getLogger(__name__)
 
 
 def _mps_available() -> bool:
@@ -98,6 +103,14 @@ class LoadedModel:
     worker: GenerationWorker = field(default_factory=GenerationWorker)
     fast: object = None  # a FastDecode once --fast-decode has compiled
     fast_error: str | None = None  # why fast decode could not be used
+    _stop_ids: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """The ids that end an answer (generation.stop_token_ids), worked out once."""
+        if self._stop_ids is None:
+            self._stop_ids = stop_token_ids(self.model, getattr(self.processor, "tokenizer", None))
+        return self._stop_ids
 
     @property
     def memory_bytes(self) -> int:
@@ -130,6 +143,55 @@ class LoadedModel:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+ADAPTER_FILE = "adapter_model.safetensors"
+# peft's key for a LoRA weight: <module>.lora_A.weight, lora_B, lora_embedding_A/B, DoRA's
+# lora_magnitude_vector; the file prefixes the model's own names with base_model.model.
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.lora_[A-Za-z_]+(?:\.[^.]+)?$")
+
+
+def adapter_modules(path: Path) -> set[str]:
+    """The modules an adapter file holds LoRA weights for (read from its header, no tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    return {m.group("module") for k in keys if (m := _LORA_KEY.match(k))}
+
+
+def adapter_config(folder: Path, name: str, model):
+    """The adapter's config, with LoRA only where its file has weights.
+
+    The hub's adapter configs name target modules by their last part (qkv_proj, o_proj, ...),
+    which also matches the audio encoder's o_proj/gate_up_proj/down_proj; the files hold
+    weights for the decoder only, as the original model code applied them. Taken literally,
+    the names would add about 0.4 GB of zero-effect LoRA layers (and their work) to the audio
+    encoder at full size. So the targets become exactly the modules the file has weights for."""
+    from peft import PeftConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = PeftConfig.from_pretrained(str(folder))
+    weights = folder / ADAPTER_FILE
+    if not weights.is_file():
+        return config  # a .bin adapter: peft's own matching, as written
+    present = adapter_modules(weights)
+    named = [n for n, _ in model.named_modules() if check_target_module_exists(config, n)]
+    skipped = [n for n in named if n not in present]
+    if skipped:
+        extra = sum(_lora_bytes(model.get_submodule(n), config.r) for n in skipped)
+        log.info("%s adapter: its config also names %d modules its file has no weights for (e.g. %s); no LoRA "
+                 "added there (%.2f GB saved)", name, len(skipped), skipped[0], extra / 1e9)
+    config.target_modules = sorted(present)
+    return config
+
+
+def _lora_bytes(module, rank: int) -> int:
+    """Bytes of a rank-`rank` LoRA pair on a linear layer (0 for anything else)."""
+    w = getattr(module, "weight", None)
+    if w is None or w.dim() != 2:
+        return 0
+    return rank * (w.shape[0] + w.shape[1]) * w.element_size()
 
 
 @contextlib.contextmanager
@@ -179,7 +241,7 @@ def quantization_config(kind: str, dtype: str):
 
 
 def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str = "none",
-               offload: bool = False) -> LoadedModel:
+               offload: bool = False, int4_cache=None, progress=None) -> LoadedModel:
     from transformers import Phi4MultimodalForCausalLM
 
     start = time.perf_counter()
@@ -202,7 +264,7 @@ def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str =
         # GPU until it is full and the rest in CPU memory.
         load_on = "cpu" if zerogpu.enabled() else ("auto" if offload else device)
         if int4:
-            model = load_int4(folder, getattr(torch, dtype), attn)
+            model = load_int4(folder, getattr(torch, dtype), attn, int4_cache, progress)
         else:
             model = Phi4MultimodalForCausalLM.from_pretrained(
                 folder, dtype=getattr(torch, dtype), attn_implementation=attn, device_map=load_on,
@@ -218,10 +280,17 @@ def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str =
     adapters = []
     for name, sub in ADAPTERS.items():
         if (Path(folder) / sub / "adapter_config.json").is_file():
+            config = adapter_config(Path(folder) / sub, name, model)
             # load_adapter reports every base weight as "MISSING" from the adapter file,
             # which reads like a broken load; the adapter itself loads fully.
-            with _quiet_transformers():
-                model.load_adapter(str(folder), adapter_name=name, adapter_kwargs={"subfolder": sub})
+            # The file overwrites every LoRA weight: initialising them first (randomly, as peft
+            # does) only cost about 5 s per adapter at full size.
+            with _quiet_transformers(), no_init_weights():
+                info = model.load_adapter(str(Path(folder) / sub), adapter_name=name, peft_config=config)
+            missing = [k for k in getattr(info, "missing_keys", ()) or () if "lora_" in k and f".{name}." in k]
+            if missing:
+                raise ModelUnavailable(f"The {name} adapter in {folder / sub} lacks weights it declares "
+                                       f"(e.g. {missing[0]}); it may be damaged. {HOW_TO_FIX}")
             adapters.append(name)
     if load_on == "cpu" and device != "cpu":
         model.to(device)  # after the adapters: their loader copies tensors in threads ZeroGPU does not see

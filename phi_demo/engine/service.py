@@ -15,7 +15,7 @@ from ..contract import Piece
 from ..errors import HOW_TO_FIX, ModelUnavailable, UserInputError
 from ..settings import TINY_MODEL, AppSettings, GenerationSettings
 from ..stats import EngineStatus
-from . import sources
+from . import int4_cache, sources
 from .attention import attention_options, resolve_attention
 from .cache import ModelCache, ModelKey
 from .fit import available_bytes, bf16_bytes_needed, choose_quantize
@@ -49,6 +49,7 @@ class Engine:
         self.config_error: str | None = None
         self.device, self.dtype, self.attn = settings.device, settings.dtype, settings.attn
         self.quantize, self.quantize_reason = settings.quantize, ""
+        self.int4_cache = None
         try:
             self.device = resolve_device(settings.device)
             self.dtype = resolve_dtype(settings.dtype, self.device, self.is_tiny)
@@ -60,6 +61,7 @@ class Engine:
                 raise ValueError("--quantize int4 is the CPU path; on a GPU use --quantize 4bit (bitsandbytes).")
             if self.quantize == "int4" and self.dtype == "float16":
                 self.dtype = "bfloat16"
+            self.int4_cache = int4_cache.from_settings(settings) if self.quantize == "int4" else None
         except (ModelUnavailable, ValueError) as e:
             self.config_error = (f"The app was started with a setting it cannot honour: {e} "
                                  "Nothing was loaded; start it again with settings this machine supports.")
@@ -93,6 +95,8 @@ class Engine:
         if self.quantize == "int4":
             info["quantized"] = (self.quantize_reason or "int4") + \
                 f" (decoder and LM head; token embedding int8; encoders and adapters in {loaded.dtype})"
+            if getattr(loaded.model, "int4_cache_note", ""):
+                info["quantized"] += f"; {loaded.model.int4_cache_note}"
         elif self.quantize != "none":
             slow = " — slow on a CPU: use int4 there" if loaded.device == "cpu" else ""
             info["quantized"] = f"{self.quantize} (bitsandbytes; decoder; encoders and adapters in {loaded.dtype}){slow}"
@@ -125,7 +129,12 @@ class Engine:
         folder = sources.resolve(key.source, key.revision, self.settings.offline,
                                  progress=lambda msg: self._set_state("loading", msg))
         self._set_state("loading", f"Loading {key.source} on {key.device} ({key.dtype}, {key.attn})…")
-        return load_model(folder, key.device, key.dtype, key.attn, key.quantize, key.offload)
+        loaded = load_model(folder, key.device, key.dtype, key.attn, key.quantize, key.offload,
+                            int4_cache=self.int4_cache, progress=lambda msg: self._set_state("loading", msg))
+        if key.quantize == "int4":
+            log.info("int4 model loaded in %.1f s (%s)", loaded.load_seconds,
+                     getattr(loaded.model, "int4_cache_note", "") or "no int4 cache")
+        return loaded
 
     def load(self):
         """The model, loading it if needed (with the current attention)."""
@@ -269,7 +278,7 @@ class Engine:
                 torch.manual_seed(gen.seed)
             out = loaded.model.generate(**inputs, cache=DynamicCache(config=loaded.model.config),
                                         stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)]),
-                                        **generation_kwargs(gen, loaded.processor))
+                                        **generation_kwargs(gen, loaded.processor, loaded.stop_ids))
         new = out[0, n_prompt:]
         text = loaded.processor.tokenizer.decode(new, skip_special_tokens=True)
         total = time.perf_counter() - start

@@ -12,8 +12,23 @@ from typing import Callable
 from ..errors import HOW_TO_FIX, ModelUnavailable
 from ..settings import TINY_MODEL, cache_root
 
-# The real repository also holds sample media and the old remote-code weights' extras.
-_IGNORE = ["*.png", "*.jpg", "*.jpeg", "*.wav", "*.mp3", "*.flac", "*.pdf", "*.pt", "*.bin", "*.onnx"]
+# What the app reads besides the weight shards: config and generation config, the weights'
+# index, the processor's and tokenizer's files, the chat template. The repository also holds
+# sample media, a PDF report, remote code and (on some branches) a second set of shards.
+SMALL_FILES = ["*.json", "*.jinja", "merges.txt"]
+INDEX = "model.safetensors.index.json"
+ADAPTER_FILES = [f"{sub}/{name}" for sub in ("vision-lora", "speech-lora")
+                 for name in ("adapter_config.json", "adapter_model.safetensors")]
+
+
+def weight_files(folder: Path) -> list[str]:
+    """The weight files the checkpoint's index names (or its single file)."""
+    index = folder / INDEX
+    if not index.is_file():
+        return ["model.safetensors"]
+    import json
+
+    return sorted(set(json.loads(index.read_text())["weight_map"].values()))
 
 
 
@@ -76,8 +91,13 @@ def _download(repo_id: str, revision: str | None, offline: bool, progress) -> Pa
     if progress:
         progress(f"Fetching {repo_id} (revision {revision})…")
     try:
+        # The small files first: the index then says which shards this revision uses, so a
+        # branch that still holds older shards does not cost a second download of the model.
+        small = Path(snapshot_download(repo_id, revision=revision, local_files_only=offline,
+                                       allow_patterns=SMALL_FILES, tqdm_class=PageTqdm))
         path = snapshot_download(repo_id, revision=revision, local_files_only=offline,
-                                 ignore_patterns=_IGNORE, tqdm_class=PageTqdm)
+                                 allow_patterns=SMALL_FILES + ADAPTER_FILES + weight_files(small),
+                                 tqdm_class=PageTqdm)
     except (LocalEntryNotFoundError, OSError) as e:
         where = "is not in the local cache and the hub is switched off" if offline else "could not be downloaded"
         raise ModelUnavailable(f"{repo_id} (revision {revision}) {where}: {_first_line(e)}. {HOW_TO_FIX}") from e

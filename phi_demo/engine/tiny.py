@@ -37,10 +37,16 @@ _CORPUS = (
     "Phi-4 multimodal answers questions about text, images and speech. "
     "Bonjour, wie geht es dir? ¿Qué tal? こんにちは 你好 0123456789 "
 )
-TINY_VERSION = 2
+TINY_VERSION = 3
 # The real adapters' modules. They only touch the decoder: the audio encoder has
 # o_proj/down_proj too.
 LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
+# How the hub's adapter configs name them: by their last part, which matches audio-encoder
+# modules as well; the files hold decoder weights only (the loader adds LoRA only there).
+HUB_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+# The real config's sliding window: longer than the context, so it never slides, but it makes
+# transformers build sliding-window cache layers and masks, which the tiny model should share.
+SLIDING_WINDOW = 262144
 
 
 def longrope(head_dim: int, partial: float = 0.75) -> dict:
@@ -108,9 +114,15 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
         max_position_embeddings=8192,
         original_max_position_embeddings=4096,
         rope_parameters=longrope(64 // 4),
+        # As a converted checkpoint's config.json: <|endoftext|> for all three, <|end|> not
+        # named. The eos is a one-item list: the tiny <|endoftext|> is id 0, and the config
+        # replaces a falsy eos with the real ids. The LM head stays untied (the real one is
+        # tied): a tied random model's greedy answer repeats its last prompt token,
+        # <|assistant|>, which prints nothing, and the tests need visible text.
         bos_token_id=ids["<|endoftext|>"],
         pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|endoftext|>"], ids["<|end|>"]],
+        eos_token_id=[ids["<|endoftext|>"]],
+        sliding_window=SLIDING_WINDOW,
         vision_config=Phi4MultimodalVisionConfig(
             hidden_size=32,
             intermediate_size=64,
@@ -147,5 +159,9 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
         base.load_state_dict(model.state_dict())
         peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, init_lora_weights=False))
         peft_model.save_pretrained(folder / name)
+        adapter_json = folder / name / "adapter_config.json"
+        written = json.loads(adapter_json.read_text())
+        written["target_modules"] = HUB_LORA_TARGETS
+        adapter_json.write_text(json.dumps(written, indent=2, sort_keys=True))
     (folder / "tiny_random.json").write_text(json.dumps({"version": TINY_VERSION, "seed": seed}))
     return folder

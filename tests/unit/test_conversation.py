@@ -212,3 +212,27 @@ def test_media_request_matches_a_chat_turn(files):
     from_file = build_request([Turn("user", "Transcribe.", (wav,))])
     assert by_hand.prompt == from_file.prompt == "<|user|><|audio|>Transcribe.<|end|><|assistant|>"
     assert by_hand.media == from_file.media and by_hand.modality == "speech"
+
+
+def test_the_engine_renders_the_prompt_with_its_processors_placeholders(files):
+    """The placeholder strings come from the loaded processor, whatever they are; the
+    structure (turns, media order, escaping) stays the prompt code's."""
+    from types import SimpleNamespace
+
+    from phi_demo.engine.generation import prepare_inputs
+
+    img, _, wav = files
+    request = build_request([Turn("user", "Look <|image|>", (img, wav)), Turn("assistant", "ok"),
+                             Turn("user", "More", (img,))], "Sys")
+    seen = {}
+
+    class Processor:
+        image_token, audio_token = "<IMG>", "<AUD>"
+
+        def __call__(self, text, **kwargs):
+            seen["text"] = text
+            return SimpleNamespace(to=lambda *a, **k: None)
+
+    prepare_inputs(SimpleNamespace(processor=Processor(), model=SimpleNamespace(device="cpu", dtype=None)), request)
+    assert seen["text"] == request.prompt.replace(IMAGE_TOKEN, "<IMG>").replace(AUDIO_TOKEN, "<AUD>")
+    assert seen["text"].startswith("<|system|>Sys<|end|><|user|><IMG><AUD>Look <\u2060|image|>")

@@ -36,6 +36,19 @@ def test_space_front_matter_agrees_with_the_project():
         assert fm[key]
 
 
+def test_the_space_preloads_what_the_app_reads_and_no_samples_or_remote_code():
+    from huggingface_hub.utils import filter_repo_objects
+
+    from tests.unit.test_download import NEEDED, REPO
+
+    patterns = front_matter()["preload_from_hub"][0].split()[1].split(",")
+    preloaded = set(filter_repo_objects(REPO, allow_patterns=patterns))
+    assert NEEDED <= preloaded, sorted(NEEDED - preloaded)
+    # Only names can be matched here: a branch's older shards named like the new ones would
+    # come too (the app itself fetches only the indexed ones).
+    assert {f for f in preloaded - NEEDED if not f.startswith("model-0000")} == set()
+
+
 def test_spacefile_is_a_valid_deta_manifest():
     spec = yaml.safe_load((ROOT / "Spacefile").read_text())
     assert spec["v"] == 0

@@ -140,18 +140,25 @@ def test_a_checkpoint_with_tied_embeddings_loads_in_int4(checkpoint, tmp_path):
     embedding = next(safe_open(f, "pt").get_tensor("model.embed_tokens.weight") for f in shards
                      if "model.embed_tokens.weight" in safe_open(f, "pt").keys()).float()
 
-    e = Engine(AppSettings(model=str(tied), quantize="int4", dtype="bfloat16"))
-    try:
-        loaded = e.load()
-        base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
-        head = base.lm_head
-        assert isinstance(head, Int4Linear) and isinstance(base.model.embed_tokens, Int8Embedding)
-        head_w = head.dequantized_t()[:, : head.out_features].float().T
-        assert float((head_w - embedding).norm() / embedding.norm()) < 0.12  # int4 of the same weights
-        _, stats = collect(e.stream(build_request([Turn("user", "Describe", (IMAGE,))]), GEN, threading.Event()))
-        assert stats.new_tokens == GEN.max_new_tokens
-    finally:
-        e.cache.release()
+    settings = AppSettings(model=str(tied), quantize="int4", dtype="bfloat16", int4_cache=str(tmp_path / "int4"))
+    request = build_request([Turn("user", "Describe", (IMAGE,))])
+    answers = []
+    for start in ("cold", "warm"):  # the second start reads the int4 cache the first one wrote
+        e = Engine(settings)
+        try:
+            loaded = e.load()
+            assert ("read from the int4 cache" in e.status().info["quantized"]) == (start == "warm")
+            base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+            head = base.lm_head
+            assert isinstance(head, Int4Linear) and isinstance(base.model.embed_tokens, Int8Embedding)
+            head_w = head.dequantized_t()[:, : head.out_features].float().T
+            assert float((head_w - embedding).norm() / embedding.norm()) < 0.12  # int4 of the same weights
+            text, stats = collect(e.stream(request, GEN, threading.Event()))
+            assert stats.new_tokens == GEN.max_new_tokens
+            answers.append(text)
+        finally:
+            e.cache.release()
+    assert answers[0] == answers[1]
 
 
 def test_unsupported_combinations_get_one_clear_line(checkpoint):
