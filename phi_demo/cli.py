@@ -16,8 +16,17 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ModelUnavailable, SettingError, UserInputError
-from .settings import AppSettings, GenerationSettings
+from phi_demo import doctor
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import Limits, build_request
+from phi_demo.contract import collect
+from phi_demo.errors import ModelUnavailable, SettingError, UserInputError
+from phi_demo.media.fetch import fetch, is_url
+from phi_demo.settings import AppSettings, GenerationSettings, cache_root
+from phi_demo.speech import longaudio
+from phi_demo.speech.live import engine_asker, engine_recognizer
+from phi_demo.speech.tasks import instruction
+from phi_demo.speech.vad import load_vad
 
 MODEL_FLAGS = ("model", "revision", "device", "dtype", "attn", "system_prompt", "max_new_tokens",
                "max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds", "offline",
@@ -78,9 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _local(path_or_url: str, allow_private: bool) -> str:
-    from .fetch import fetch, is_url
-    from .settings import cache_root
-
     if is_url(path_or_url):
         return str(fetch(path_or_url, cache_root() / "downloads", allow_private=allow_private))
     if not Path(path_or_url).is_file():
@@ -90,9 +96,9 @@ def _local(path_or_url: str, allow_private: bool) -> str:
 
 def _engine(settings: AppSettings):
     """(engine, loaded model, load seconds); a setting that cannot be honoured is one line."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers loads only with a model
 
-    from .engine import Engine
+    from phi_demo.engine.local import Engine  # noqa: PLC0415 - the engine (and torch) loads only when a local model is used
 
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
@@ -105,9 +111,6 @@ def _engine(settings: AppSettings):
 
 def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     """transcribe and summarize: the long-recording path the Audio file tab uses."""
-    from . import longaudio
-    from .transcription import engine_asker, engine_recognizer, instruction
-    from .vad import load_vad
 
     settings = AppSettings.resolve(vars(args))
     if args.command == "transcribe":
@@ -157,8 +160,6 @@ def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
 
 def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
     """The bundled examples through the request path: a table on stdout, exit 1 if a check fails."""
-    from . import doctor
-    from .conversation import Limits
 
     out, err = out or sys.stdout, err or sys.stderr
     settings = AppSettings.resolve(vars(args))
@@ -190,8 +191,6 @@ def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
 
 
 def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
-    from .conversation import Limits, Turn, build_request
-
     if args.command in ("transcribe", "summarize"):
         return run_speech(args, out, err)
     if args.command == "doctor":
@@ -208,7 +207,6 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         raise UserInputError("The question is empty.")
     request = build_request([turn], settings.system_prompt, limits)
 
-    from .contract import collect
 
     engine, loaded, load_s = _engine(settings)
 

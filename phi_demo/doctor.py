@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .contract import ChatEngine, collect
-from .conversation import Limits, Turn, build_request
-from .errors import ModelUnavailable, UserInputError
-from .settings import GenerationSettings
-from .stats import GenerationStats
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import Limits, build_request
+from phi_demo.contract import ChatEngine, GenerationStats, collect
+from phi_demo.errors import ModelUnavailable, UserInputError
+from phi_demo.settings import GenerationSettings
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Every question asks for a short answer, so a healthy model ends its turn far below this;

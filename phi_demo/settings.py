@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import SettingError, UserInputError
+from phi_demo.errors import SettingError, UserInputError
 
 DEFAULT_MODEL = "microsoft/Phi-4-multimodal-instruct"
 # The hub's main branch still holds the old remote code (model_type phi4mm), which
@@ -222,8 +225,6 @@ class AppSettings:
 
 def read_config(path: str) -> dict:
     """A .toml or .json file of settings; keys may use dashes or underscores."""
-    import json
-    import tomllib
 
     try:
         with open(path, "rb") as fh:
@@ -284,3 +285,13 @@ def _convert(f: dataclasses.Field, raw, where: str):
     if f.metadata.get("choices") and raw not in f.metadata["choices"]:
         raise refuse("one of " + ", ".join(f.metadata["choices"]))
     return raw
+
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])
+
+

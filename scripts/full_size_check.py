@@ -81,7 +81,7 @@ def main() -> int:
     if args.cold and not args.int4_cache:
         p.error("--cold needs --int4-cache DIR (it empties that folder)")
 
-    from phi_demo.bench.quant import checkpoint_for
+    from phi_demo_dev.bench.quant import checkpoint_for
 
     t = time.perf_counter()
     folder = args.checkpoint or checkpoint_for("full-random")

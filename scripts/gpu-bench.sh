@@ -12,6 +12,6 @@ fi
 export PYTHONUNBUFFERED=1 PHI_DEMO_CACHE=/tmp/phi-demo-cache HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)" | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT:-540}" python3 -m phi_demo.bench --model full-random --device cuda --dtype bfloat16 \
+timeout "${BENCH_TIMEOUT:-540}" python3 -m phi_demo_dev.bench --model full-random --device cuda --dtype bfloat16 \
   --attn "${BENCH_ATTN:-sdpa}" --runs 3 --new-tokens 256 --live-minutes 1 --no-server \
   --out "$OUT/gpu-bench.md" 2>&1 | tee "$OUT/bench.log"

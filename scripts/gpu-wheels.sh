@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch, on a machine with PyPI, the wheels a lent GPU box (Python 3.12, torch, no
-# internet) lacks for `python -m phi_demo.bench --no-server`, into .whl/ (git-ignored via
+# internet) lacks for `python -m phi_demo_dev.bench --no-server`, into .whl/ (git-ignored via
 # .git/info/exclude). Then run scripts/gpu-bench.sh there with .whl carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."

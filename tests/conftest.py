@@ -24,7 +24,7 @@ def tiny_folder():
 
 @pytest.fixture(scope="session")
 def engine(tiny_folder):
-    from phi_demo.engine import Engine
+    from phi_demo.engine.local import Engine
     from phi_demo.settings import AppSettings
 
     e = Engine(AppSettings(model="tiny-random"))

@@ -3,8 +3,6 @@ import threading
 import time
 from pathlib import Path
 
-from phi_demo.soak import rss_mb  # noqa: F401 - one reader of /proc for the app and the tests
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,7 +1,3 @@
-"""Model cache, loading, adapters and streamed generation. Imports torch; never gradio."""
-
-from .cache import ModelCache, ModelKey
-from .generation import GenerationStats
-from .service import Engine, EngineStatus
-
-__all__ = ["Engine", "EngineStatus", "GenerationStats", "ModelCache", "ModelKey"]
+"""The model: its runtime settings, loading (and int4), the one cache of it, generation, and the engines
+(local, ZeroGPU, an OpenAI-compatible server). Importing this package loads nothing: the
+OpenAI-compatible backend must keep torch out of the process."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..contract import AttentionOption
+from phi_demo.contract import AttentionOption
 
 
 def attention_options(device: str) -> list[AttentionOption]:

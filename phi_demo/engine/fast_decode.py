@@ -24,8 +24,9 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from transformers import CompileConfig, StaticCache
 
-from .prefix_cache import rope_switch
+from phi_demo.engine.prefix_cache import rope_switch
 
 MIN_LENGTH = 1024
 MEDIA_KEYS = ("image_pixel_values", "image_sizes", "image_attention_mask",
@@ -75,8 +76,6 @@ class FastDecode:
 
     def compile_config(self, device: str):
         if self._config is None:
-            from transformers import CompileConfig
-
             cuda = device.startswith("cuda")
             mode = self.mode or ("reduce-overhead" if cuda else "default")
             self._config = CompileConfig(fullgraph=True, dynamic=False, backend=self.backend, mode=mode)
@@ -89,7 +88,6 @@ class FastDecode:
 
     def fresh_cache(self, model, length: int, prefix_cache=None):
         """The cache for `length`, emptied. A prefix-cache entry holding it is dropped first."""
-        from transformers import StaticCache
 
         cache = self.caches.get(length)
         if cache is None:

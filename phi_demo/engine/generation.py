@@ -10,12 +10,12 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from ..contract import Notice, Placeholders
-from ..errors import UserInputError
-from ..media import SAMPLE_RATE
-from ..settings import GenerationSettings
-from ..stats import GenerationStats
-from .prefix_cache import PrefixCache, rope_switch, slice_media
+from phi_demo.chat.prompt import Placeholders, render_messages
+from phi_demo.contract import GenerationStats, Notice, finish_reason
+from phi_demo.engine.prefix_cache import PrefixCache, rope_switch, slice_media
+from phi_demo.errors import UserInputError
+from phi_demo.media.audio import SAMPLE_RATE
+from phi_demo.settings import GenerationSettings
 
 
 class CancelCriteria(StoppingCriteria):
@@ -100,7 +100,8 @@ class CountingStreamer(TextIteratorStreamer):
 def prepare_inputs(loaded, request):
     processor = loaded.processor
     # The prompt's placeholders are the processor's own strings, whatever the checkpoint calls them.
-    text = request.render(Placeholders(processor.image_token, processor.audio_token))
+    placeholders = Placeholders(processor.image_token, processor.audio_token)
+    text = render_messages(request.messages, placeholders) if request.messages else request.prompt
     kwargs = {"text": text, "return_tensors": "pt"}
     if request.images:
         kwargs["images"] = request.images
@@ -278,7 +279,8 @@ def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.
         n = streamer.new_tokens
         decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
         yield GenerationStats(prompt_tokens, n, first - start, end - start, decode, cancel.is_set(),
-                              reuse.length if reuse else 0, fast is not None)
+                              reuse.length if reuse else 0, fast is not None,
+                              finish_reason(cancel.is_set(), n, gen.max_new_tokens))
     finally:
         cancel.set()
         done.wait()

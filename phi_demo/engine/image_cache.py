@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import make_flat_list_of_images
 
-from ..lru import ByteLRU
-from ..media import content_key
+from phi_demo.caches import ByteLRU
+from phi_demo.media.kinds import content_key
 
 
 def _nbytes(out) -> int:
@@ -38,9 +40,6 @@ class CachedImageProcessor:
         return getattr(self._inner, name)
 
     def __call__(self, images, **kwargs):
-        from transformers.feature_extraction_utils import BatchFeature
-        from transformers.image_utils import make_flat_list_of_images
-
         flat = make_flat_list_of_images(images)
         settings = repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "return_tensors"))
         parts = [self._one(image, settings, kwargs) for image in flat]

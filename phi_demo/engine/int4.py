@@ -32,13 +32,22 @@ from typing import Callable
 import numba
 import numpy as np
 import torch
+from accelerate import init_empty_weights
+from accelerate.utils import set_module_tensor_to_device
 from torch import nn
+from transformers import AutoConfig, GenerationConfig, Phi4MultimodalForCausalLM
+from transformers.initialization import no_init_weights
+
+from phi_demo.engine.int4_cache import (
+    QUANTIZER_VERSION,
+    CacheDamaged,
+    cache_key,
+    checkpoint_identity,
+    describe_difference,
+)
 
 log = logging.getLogger(__name__)
 
-# Bump whenever what load_int4 produces changes (the quantization, the packing, the names
-# or dtypes of the buffers): it is part of the on-disk cache's key, so old entries miss.
-QUANTIZER_VERSION = 1
 # In the cache key too: the rule in words, so changing group_size() without bumping the
 # version still misses.
 GROUP_RULE = "asymmetric int4, group = the largest of 128/64/32 dividing in_features, 64-row blocks, " \
@@ -347,9 +356,7 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress:
     quantized one tensor at a time as the checkpoint is read — or, when `cache` (an
     int4_cache.Int4Cache) holds this checkpoint already, mapped from there. `progress` gets
     sentences for the page; the model's `int4_cache_note` says what the cache did."""
-    from transformers import GenerationConfig
 
-    from .int4_cache import CacheDamaged, cache_key, checkpoint_identity, describe_difference
 
     say = progress or (lambda message: None)
     folder = Path(folder)
@@ -420,9 +427,6 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress:
 
 def _skeleton(folder: Path, dtype: torch.dtype, attn: str):
     """The model with its parameters on the meta device (buffers are real)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, Phi4MultimodalForCausalLM
-    from transformers.initialization import no_init_weights
 
     config = AutoConfig.from_pretrained(folder)
     # Without no_init_weights, transformers "initializes" every meta parameter through
@@ -436,7 +440,6 @@ def _skeleton(folder: Path, dtype: torch.dtype, attn: str):
 def _fill(model, plan: dict, tensors: dict, dtype: torch.dtype) -> None:
     """The skeleton's quantized modules and every other tensor, from a cache entry's tensors
     (mapped: nothing is copied)."""
-    from accelerate.utils import set_module_tensor_to_device
 
     tensors = dict(tensors)
     for name, p in plan.items():
@@ -469,7 +472,6 @@ def _finish(model, folder: Path, note: str, generation_config):
 def _quantize_from_checkpoint(model, folder: Path, files: list[str], weight_map: dict | None,
                               dtype: torch.dtype) -> None:
     """Read the checkpoint tensor by tensor into the skeleton, quantizing each target weight."""
-    from accelerate.utils import set_module_tensor_to_device
 
     targets = {name for name, m in model.named_modules() if TARGETS.search(name) and isinstance(m, nn.Linear)}
     biases: dict[str, torch.Tensor] = {}

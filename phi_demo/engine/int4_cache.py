@@ -55,7 +55,14 @@ from pathlib import Path
 
 import torch
 
+from phi_demo.errors import SettingError
+from phi_demo.settings import cache_root, parse_size
+
 log = logging.getLogger(__name__)
+
+# Bump whenever what load_int4 produces changes (the quantization, the packing, the names
+# or dtypes of the buffers): it is part of the on-disk cache's key, so old entries miss.
+QUANTIZER_VERSION = 1
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -142,8 +149,6 @@ class Int4Cache:
         return tensors
 
     def _read(self, folder: Path, key: str, expected, optional) -> dict[str, torch.Tensor]:
-        from .int4 import QUANTIZER_VERSION
-
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
         except FileNotFoundError:
@@ -203,8 +208,6 @@ class Int4Cache:
         """Store `tensors` under `key`; returns what happened, in a sentence for the log.
         Failures (disk full, a read-only folder) are reported, never raised: the model is
         loaded either way."""
-        from .int4 import QUANTIZER_VERSION
-
         # Widest elements first, and a header padded to 8 bytes: every tensor then starts at
         # a multiple of its element size, so it can be mapped in place on reading. (No gaps:
         # the safetensors format allows none.)
@@ -455,9 +458,6 @@ def _sha256(data: bytes) -> str:
 def from_settings(settings) -> Int4Cache | None:
     """The cache `--int4-cache`/`--int4-cache-budget` ask for; None when switched off.
     SettingError for a budget that is not a size."""
-    from ..chatstore import parse_size
-    from ..errors import SettingError
-    from ..settings import cache_root
 
     where = settings.int4_cache
     if where is not None and where.strip().lower() == "off":

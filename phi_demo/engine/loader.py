@@ -13,14 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from peft import PeftConfig
+from peft.tuners.tuners_utils import check_target_module_exists
+from safetensors import safe_open
+from transformers import AutoProcessor, BitsAndBytesConfig, Phi4MultimodalForCausalLM
 from transformers.initialization import no_init_weights
+from transformers.utils import logging as hf_logging
 
-from ..errors import HOW_TO_FIX, ModelUnavailable
-from . import zerogpu
-from .generation import stop_token_ids
-from .image_cache import CachedImageProcessor
-from .prefix_cache import PrefixCache
-from .worker import GenerationWorker
+from phi_demo.engine import zerogpu
+from phi_demo.engine.generation import stop_token_ids
+from phi_demo.engine.image_cache import CachedImageProcessor
+from phi_demo.engine.int4 import check_kernel, load_int4
+from phi_demo.engine.prefix_cache import PrefixCache
+from phi_demo.engine.worker import GenerationWorker
+from phi_demo.errors import HOW_TO_FIX, ModelUnavailable
 
 ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
 log = logging.getLogger(__name__)
@@ -153,7 +159,6 @@ _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.lora_[A-Za-z_
 
 def adapter_modules(path: Path) -> set[str]:
     """The modules an adapter file holds LoRA weights for (read from its header, no tensors)."""
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
@@ -168,8 +173,6 @@ def adapter_config(folder: Path, name: str, model):
     weights for the decoder only, as the original model code applied them. Taken literally,
     the names would add about 0.4 GB of zero-effect LoRA layers (and their work) to the audio
     encoder at full size. So the targets become exactly the modules the file has weights for."""
-    from peft import PeftConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
 
     config = PeftConfig.from_pretrained(str(folder))
     weights = folder / ADAPTER_FILE
@@ -196,8 +199,6 @@ def _lora_bytes(module, rank: int) -> int:
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -210,8 +211,6 @@ def _quiet_transformers():
 
 
 def load_processor(folder: Path):
-    from transformers import AutoProcessor
-
     processor = AutoProcessor.from_pretrained(folder)
     if CachedImageProcessor.applies_to(getattr(processor, "image_processor", None)):
         processor.image_processor = CachedImageProcessor(processor.image_processor)
@@ -230,7 +229,6 @@ def quantization_config(kind: str, dtype: str):
     """bitsandbytes settings for --quantize, or None."""
     if kind in (None, "", "none"):
         return None
-    from transformers import BitsAndBytesConfig
 
     if kind == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -242,16 +240,12 @@ def quantization_config(kind: str, dtype: str):
 
 def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str = "none",
                offload: bool = False, int4_cache=None, progress=None) -> LoadedModel:
-    from transformers import Phi4MultimodalForCausalLM
-
     start = time.perf_counter()
     int4 = quantize == "int4"
     quant = None if int4 else quantization_config(quantize, dtype)
     if quant is not None and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelUnavailable("--quantize needs bitsandbytes: pip install bitsandbytes.")
     if int4:
-        from .int4 import check_kernel, load_int4
-
         if device != "cpu" or offload:
             raise ModelUnavailable("--quantize int4 is the CPU path; on a GPU use --quantize 4bit (bitsandbytes).")
         problem = check_kernel()

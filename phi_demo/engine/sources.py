@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -9,8 +10,13 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..errors import HOW_TO_FIX, ModelUnavailable
-from ..settings import TINY_MODEL, cache_root
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from tqdm.auto import tqdm
+
+from phi_demo.engine.tiny import TINY_VERSION, build_tiny
+from phi_demo.errors import HOW_TO_FIX, ModelUnavailable
+from phi_demo.settings import TINY_MODEL, cache_root
 
 # What the app reads besides the weight shards: config and generation config, the weights'
 # index, the processor's and tokenizer's files, the chat template. The repository also holds
@@ -26,7 +32,6 @@ def weight_files(folder: Path) -> list[str]:
     index = folder / INDEX
     if not index.is_file():
         return ["model.safetensors"]
-    import json
 
     return sorted(set(json.loads(index.read_text())["weight_map"].values()))
 
@@ -38,7 +43,6 @@ _tiny_lock = threading.Lock()
 def tiny_folder() -> Path:
     """The tiny model's folder, built on first use; built into a temp folder and renamed so a
     half-written folder is never seen by another process."""
-    from .tiny import TINY_VERSION, build_tiny
 
     target = cache_root() / f"tiny-random-v{TINY_VERSION}"
     with _tiny_lock:
@@ -75,9 +79,6 @@ def resolve(spec: str, revision: str | None, offline: bool = False,
 
 
 def _download(repo_id: str, revision: str | None, offline: bool, progress) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-    from tqdm.auto import tqdm
 
     class PageTqdm(tqdm):
         """tqdm for the terminal that also reports to the page."""

@@ -12,6 +12,20 @@ import json
 import os
 from pathlib import Path
 
+import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    Phi4MultimodalAudioConfig,
+    Phi4MultimodalConfig,
+    Phi4MultimodalFeatureExtractor,
+    Phi4MultimodalForCausalLM,
+    Phi4MultimodalImageProcessor,
+    Phi4MultimodalProcessor,
+    Phi4MultimodalVisionConfig,
+    PreTrainedTokenizerFast,
+)
+
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|system|>",
@@ -59,9 +73,6 @@ def longrope(head_dim: int, partial: float = 0.75) -> dict:
 
 
 def _train_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -87,17 +98,6 @@ def _train_tokenizer():
 
 def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     """Build the tiny model, processor and adapters and save them in `folder`."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import (
-        Phi4MultimodalAudioConfig,
-        Phi4MultimodalConfig,
-        Phi4MultimodalFeatureExtractor,
-        Phi4MultimodalForCausalLM,
-        Phi4MultimodalImageProcessor,
-        Phi4MultimodalProcessor,
-        Phi4MultimodalVisionConfig,
-    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

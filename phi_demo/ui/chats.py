@@ -13,20 +13,23 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import media
-from ..chatstore import (
+from phi_demo.chat.messages import normalize_history
+from phi_demo.chat.store import (
     MediaStore,
     export_zip,
     from_saved,
     import_zip,
-    parse_size,
     state_secret,
     title_of,
     to_markdown,
     to_saved,
 )
-from ..conversation import normalize_history
-from ..errors import SettingError, UserInputError
+from phi_demo.errors import SettingError, UserInputError
+from phi_demo.media.audio import load_audio
+from phi_demo.media.image import load_image
+from phi_demo.media.kinds import kind_of
+from phi_demo.settings import parse_size
+from phi_demo.ui.chat import IDLE
 
 EMPTY = {"chats": {}}
 MAX_SAVED = 200  # chats per browser; the oldest go first (localStorage holds ~5 MB)
@@ -93,8 +96,6 @@ class ChatsHandlers:
         return history, chat_id, gr.update(value=None)
 
     def new(self):
-        from .handlers import IDLE
-
         return [], None, gr.update(value=None), gr.update(value=None, **IDLE)
 
     def delete(self, current, saved):
@@ -135,11 +136,11 @@ class ChatsHandlers:
         path = file if isinstance(file, str) else getattr(file, "name", None) or file.get("path")
 
         def check(p: str) -> None:  # the checks an upload gets: type by content, then decodable
-            kind = media.kind_of(p)
+            kind = kind_of(p)
             if kind == "image":
-                media.load_image(p)
+                load_image(p)
             elif kind == "audio":
-                media.load_audio(p, self.max_audio_seconds)
+                load_audio(p, self.max_audio_seconds)
 
         try:
             title, history = import_zip(path, self.store, check, self.max_import_bytes)

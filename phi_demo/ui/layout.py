@@ -7,13 +7,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..chat import REQUEST_SETTINGS
-from ..settings import GenerationSettings
-from .chats import ChatsHandlers, build_chats_panel
-from .handlers import ChatHandlers, browse_answers, remember_answer
-from .live import LIVE_CSS, build_live_tab
-from .recording import FILE_CSS, build_recording_tab
-from .voice import VOICE_CSS, VOICE_JS, VoicePanel
+from phi_demo.chat.turn import REQUEST_SETTINGS
+from phi_demo.settings import GenerationSettings
+from phi_demo.speech.vad import EnergyVAD
+from phi_demo.ui.chat import ChatHandlers, browse_answers, remember_answer
+from phi_demo.ui.chats import ChatsHandlers, build_chats_panel
+from phi_demo.ui.live import LIVE_CSS, build_live_tab
+from phi_demo.ui.recording import FILE_CSS, build_recording_tab
+from phi_demo.ui.voice import VOICE_CSS, VOICE_JS, VoicePanel
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = [
@@ -44,8 +45,6 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
     """`vad`: (voice-activity detector, its name) for phrase ends and chunking; the energy
     threshold when not given."""
     if vad is None:
-        from ..vad import EnergyVAD
-
         vad = (EnergyVAD(), "energy threshold")
     ch = ChatsHandlers(settings)
     voice_folder = Path(tempfile.mkdtemp(prefix="phi-demo-voice-"))  # spoken turns, as audio files

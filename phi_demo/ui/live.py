@@ -8,7 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..transcription import LANGUAGES, LiveTranscriber, StreamingTranscript, engine_recognizer
+from phi_demo.speech.live import LiveTranscriber, StreamingTranscript, engine_recognizer
+from phi_demo.speech.tasks import LANGUAGES
 
 LANGUAGE_CHOICES = [("Detect automatically", "auto")] + [(name, code) for code, name in LANGUAGES.items() if name]
 TARGET_CHOICES = [(name, code) for code, name in LANGUAGES.items() if name]
@@ -29,7 +30,7 @@ class LiveHandlers:
         chunk requests' own threads (the GPU quota belongs to a request)."""
         policy = StreamingTranscript(speech=self.vad.stream() if self.vad is not None else None)
         recognize = engine_recognizer(self.engine, language or "auto", task or "transcribe", to or "en", urgent=True)
-        return LiveTranscriber(recognize, policy, inline=getattr(self.engine, "request_thread_only", False))
+        return LiveTranscriber(recognize, policy, inline=self.engine.request_thread_only)
 
     def start(self, language, task, to="en"):
         live = self.transcriber(language, task, to)

@@ -1,6 +1,6 @@
 """The Audio file tab: a long recording cut at pauses, transcribed or translated chunk by
 chunk with timestamps, downloadable as TXT, SRT, WebVTT and JSON, then summarised or sent
-to the chat. Gradio only; the work is phi_demo.longaudio's."""
+to the chat. Gradio only; the work is phi_demo.speech.longaudio's."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import longaudio
-from ..errors import UserInputError
-from ..longaudio import clock
-from ..transcription import engine_asker, engine_recognizer, instruction
-from .handlers import shown_error
-from .live import LANGUAGE_CHOICES, TARGET_CHOICES, show_target
+from phi_demo.errors import UserInputError
+from phi_demo.speech import longaudio
+from phi_demo.speech.live import engine_asker, engine_recognizer
+from phi_demo.speech.longaudio import clock
+from phi_demo.speech.tasks import instruction
+from phi_demo.ui.chat import shown_error
+from phi_demo.ui.live import LANGUAGE_CHOICES, TARGET_CHOICES, show_target
 
 
 class RecordingHandlers:

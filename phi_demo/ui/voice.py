@@ -1,6 +1,6 @@
 """Voice mode: talk, pause, hear the answer. Gradio only.
 
-The microphone streams into `phi_demo.voice.VoiceTurns`; each finished turn goes into the
+The microphone streams into `phi_demo.speech.voice.VoiceTurns`; each finished turn goes into the
 chat as an audio clip with no text (the model card's speech-QA form), through the chat's own
 answer path, so a voice conversation is a normal chat: continued by typing, saved, exported.
 The browser speaks the answer sentence by sentence with the Web Speech API as it streams
@@ -14,9 +14,11 @@ import threading
 from pathlib import Path
 
 import gradio as gr
+import soundfile as sf
 
-from ..conversation import normalize_history
-from ..voice import VoiceTurns
+from phi_demo.chat.messages import normalize_history
+from phi_demo.media.audio import to_mono_16k
+from phi_demo.speech.voice import VoiceTurns
 
 _ids = itertools.count(1)
 
@@ -56,7 +58,6 @@ class VoiceHandlers:
             session = self.start(None)[0]
         if chunk is None:
             return session, session.phase, gr.skip()
-        from ..media import to_mono_16k
 
         sample_rate, samples = chunk
         trigger = gr.skip()
@@ -101,8 +102,6 @@ class VoiceHandlers:
         return gr.skip() if turn is None else say(history, turn, done=True, stopped=True)
 
     def _save(self, audio, session) -> str:
-        import soundfile as sf
-
         path = self.folder / f"voice-{session.id}-{session.turns.turns}.wav"
         sf.write(path, audio, 16_000, subtype="PCM_16")
         return str(path)

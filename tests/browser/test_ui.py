@@ -171,7 +171,7 @@ def test_export_clear_import_gives_the_same_chat(page, server, tmp_path):
 
 
 def test_retry_twice_then_go_back_to_the_first_answer(page, server):
-    from phi_demo.conversation import escape_control_tokens
+    from phi_demo.chat.prompt import escape_control_tokens
 
     page.click("#do-sample input[type=checkbox]")  # sampled answers differ; greedy ones repeat
     page.fill("#max-new-tokens input[type=number]", "12")
@@ -506,7 +506,7 @@ def talk_wav(tmp_path_factory):
     """Six spoken sentences with pauses between them (about 25 s)."""
     import soundfile as sf
 
-    from phi_demo.bench.vad import SENTENCES, synth_recording
+    from phi_demo_dev.bench.vad import SENTENCES, synth_recording
 
     audio, _truth = synth_recording(SENTENCES[:6], pause_s=1.5)
     out = tmp_path_factory.mktemp("talk") / "talk.wav"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from phi_demo.conversation import EARLIER_CLIP
+from phi_demo.chat.policy import EARLIER_CLIP
 from tests.browser.conftest import launch_with_microphone, start_recording
 from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
 from tests.helpers import ROOT, generate_threads, wait_until

@@ -87,9 +87,9 @@ def test_answer_streams_from_the_server(app):
     outputs = list(job)
     assert len(outputs) >= 3 and all(b.startswith(a) for a, b in zip(outputs, outputs[1:]))
     status = engine.status()
-    assert status.state == "ready" and status.info["server"].endswith("/v1")
+    assert status.state == "ready" and status.facts.server.endswith("/v1")
     from phi_demo.settings import AppSettings
-    from phi_demo.ui.handlers import ChatHandlers
+    from phi_demo.ui.chat import ChatHandlers
 
     sidebar = ChatHandlers(engine, AppSettings()).status_markdown()
     assert "OpenAI-compatible server" in sidebar and "decided by the server" in sidebar
@@ -128,7 +128,8 @@ def test_media_go_as_standard_content_parts(app, monkeypatch):
 def test_stop_closes_the_request(app):
     import threading
 
-    from phi_demo.conversation import Turn, build_request
+    from phi_demo.chat.messages import Turn
+    from phi_demo.chat.request import build_request
     from phi_demo.settings import GenerationSettings
 
     engine, _ = app
@@ -175,7 +176,7 @@ def test_server_error_is_reported(app):
 def test_live_transcription_goes_through_the_backend(app, monkeypatch):
     import numpy as np
 
-    from phi_demo.transcription import engine_recognizer
+    from phi_demo.speech.live import engine_recognizer
 
     engine, _ = app
     sent = []

@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from phi_demo.settings import AppSettings
-from phi_demo.ui.handlers import ChatHandlers
+from phi_demo.ui.chat import ChatHandlers
 from tests.badinputs import LIMITS, NAMES, cases
 
 GEN = {"system_prompt": "sys", "max_new_tokens": 4, "do_sample": False, "temperature": 0.7, "top_p": 0.95,

@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "report.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "phi_demo.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
+        [sys.executable, "-m", "phi_demo_dev.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
          "--sections", "prefill,reuse,live,file,fair,fast", "--live-minutes", "0.5", "--file-minutes", "0.5",
          "--compile-backend", "eager",
          "--out", str(out)],
@@ -33,7 +33,7 @@ def test_quick_bench_reports_every_section(tmp_path):
 def test_summary_names_the_attention_asked_for():
     """With two implementations measured, the summary is the first one's, not the last's."""
     proc = subprocess.run(
-        [sys.executable, "-m", "phi_demo.bench", "--quick", "--attn", "sdpa,eager", "--runs", "1", "--new-tokens", "4",
+        [sys.executable, "-m", "phi_demo_dev.bench", "--quick", "--attn", "sdpa,eager", "--runs", "1", "--new-tokens", "4",
          "--sections", "", "--no-server"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_summary_names_the_attention_asked_for():
 
 
 def test_unknown_sections_are_refused_at_once():
-    proc = subprocess.run([sys.executable, "-m", "phi_demo.bench", "--sections", "quantum,reuse"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "phi_demo_dev.bench", "--sections", "quantum,reuse"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown section(s) quantum; known: prefill, reuse, live, file, fair, fast, quant" in proc.stderr
@@ -51,7 +51,7 @@ def test_unknown_sections_are_refused_at_once():
 
 def test_quant_section_ends_with_its_summary_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "phi_demo.bench", "--model", "tiny-random", "--sections", "quant", "--new-tokens", "4"],
+        [sys.executable, "-m", "phi_demo_dev.bench", "--model", "tiny-random", "--sections", "quant", "--new-tokens", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for row in ("| bf16 |", "| int4 |", "| image 1344 |", "| audio 30 s |", "| int4 | image 448 (example) |"):

@@ -7,19 +7,21 @@ import zipfile
 
 import pytest
 
-from phi_demo import media
-from phi_demo.chatstore import (
+from phi_demo.chat.store import (
     MediaStore,
     export_zip,
     from_saved,
     import_zip,
-    parse_size,
     state_secret,
     title_of,
     to_markdown,
     to_saved,
 )
 from phi_demo.errors import UserInputError
+from phi_demo.media.audio import load_audio
+from phi_demo.media.image import load_image
+from phi_demo.media.kinds import kind_of
+from phi_demo.settings import parse_size
 from tests.helpers import ROOT
 
 IMAGE = str(ROOT / "assets" / "example_image.png")
@@ -43,8 +45,8 @@ def chat():
 
 
 def check(path):
-    kind = media.kind_of(path)
-    media.load_image(path) if kind == "image" else media.load_audio(path)
+    kind = kind_of(path)
+    load_image(path) if kind == "image" else load_audio(path)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import time
 import pytest
 import soundfile as sf
 
-from phi_demo import fetch as fetch_mod
 from phi_demo.errors import UserInputError
-from phi_demo.transcription import instruction
+from phi_demo.media import fetch as fetch_mod
+from phi_demo.speech.tasks import instruction
 from tests.helpers import ROOT
 
 IMAGE = ROOT / "assets" / "example_image.png"
@@ -53,7 +53,7 @@ def test_transcribe_uses_speech_adapter_and_language(tmp_path):
 def test_transcribe_long_file_formats_translation_and_summary(tmp_path):
     """A recording of four sentences with pauses: progress per chunk on stderr, each format
     on stdout, translation into another language, and a summary."""
-    from phi_demo.bench.vad import SENTENCES, synth_recording
+    from phi_demo_dev.bench.vad import SENTENCES, synth_recording
 
     audio, _truth = synth_recording(SENTENCES[:4], pause_s=1.5)
     wav = tmp_path / "talk.wav"

@@ -8,19 +8,20 @@ import time
 import gradio as gr
 import pytest
 
-from phi_demo.contract import ChatEngine, collect
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine, ModelCache
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
+from phi_demo.contract import ChatEngine, GenerationStats, collect
+from phi_demo.engine.cache import ModelCache
+from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
-from phi_demo.stats import GenerationStats
-from phi_demo.ui.handlers import ChatHandlers
+from phi_demo.ui.chat import ChatHandlers
 
 
 def engines(engine):
-    from phi_demo.bench.common import ForcedLength
+    from phi_demo.engine.remote import OpenAIEngine
     from phi_demo.engine.zerogpu import ZeroGpuEngine
-    from phi_demo.remote import OpenAIEngine
+    from phi_demo_dev.bench.common import ForcedLength
     from tests.conftest import RecordingEngine
 
     return {"local": engine, "openai": OpenAIEngine(AppSettings(backend="openai", base_url="http://127.0.0.1:9/v1")),

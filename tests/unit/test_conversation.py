@@ -3,18 +3,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from phi_demo.conversation import (
-    AUDIO_TOKEN,
-    EARLIER_CLIP,
-    IMAGE_TOKEN,
-    Limits,
-    Turn,
-    build_request,
-    escape_control_tokens,
-    message_to_turn,
-    normalize_history,
-    render_prompt,
-)
+from phi_demo.chat.messages import Turn, message_to_turn, normalize_history
+from phi_demo.chat.policy import EARLIER_CLIP
+from phi_demo.chat.prompt import AUDIO_TOKEN, IMAGE_TOKEN, escape_control_tokens, render_prompt
+from phi_demo.chat.request import Limits, build_request
 from phi_demo.errors import UserInputError
 
 
@@ -163,8 +155,8 @@ def test_files_outside_allowed_roots_are_refused(files, tmp_path):
 
 
 def test_decoded_media_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
-    from phi_demo import conversation
-    from phi_demo.lru import ByteLRU
+    from phi_demo.caches import ByteLRU
+    from phi_demo.chat import request as conversation
 
     one = 300 * 300 * 3  # an RGB image of 300x300, decoded
     cache = ByteLRU(3 * one, conversation._decoded_size)
@@ -180,7 +172,7 @@ def test_decoded_media_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
 
 
 def test_byte_lru_evicts_oldest_and_skips_what_cannot_fit():
-    from phi_demo.lru import ByteLRU
+    from phi_demo.caches import ByteLRU
 
     lru = ByteLRU(10, len)
     lru.put("a", b"xxxx")
@@ -203,8 +195,8 @@ def test_request_carries_its_media_structure(files):
 
 
 def test_media_request_matches_a_chat_turn(files):
-    from phi_demo.conversation import media_request
-    from phi_demo.media import load_audio
+    from phi_demo.chat.request import media_request
+    from phi_demo.media.audio import load_audio
 
     _, _, wav = files
     clip = load_audio(wav)

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from phi_demo import cli, doctor
-from phi_demo.contract import AttentionOption, ChatEngine
+from phi_demo.contract import AttentionOption, ChatEngine, EngineStatus, GenerationStats
 from phi_demo.errors import ModelUnavailable
-from phi_demo.stats import EngineStatus, GenerationStats
 
 RIGHT = {
     "image": "The main thing in this picture is a red house with a brown roof.",
@@ -28,6 +27,9 @@ class FakeEngine:
     device = "cpu"
     attn = "eager"
     quantize = "none"
+    attn_changes = 0
+    request_thread_only = False
+    config_error = None
 
     def __init__(self, answers=None, runaway=(), crash=()):
         self.answers = {**RIGHT, **(answers or {})}

@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.contract import Notice, collect
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine, ModelCache, ModelKey
+from phi_demo.engine.cache import ModelCache, ModelKey
 from phi_demo.engine.generation import GenerationStats, stream_generate
 from phi_demo.engine.loader import fix_vision_attention, load_model
+from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable, UserInputError
 from phi_demo.settings import AppSettings, GenerationSettings
 
@@ -89,8 +91,8 @@ def test_engine_reuses_loaded_model_and_switches_attention_in_place(engine):
         assert engine.cache.loads == 1
     finally:
         engine.set_attention("sdpa")
-    info = engine.status().info
-    assert info["device"] == "cpu" and info["dtype"] == "float32" and info["adapters"] == ["vision", "speech"]
+    facts = engine.status().facts
+    assert facts.device == "cpu" and facts.dtype == "float32" and facts.adapters == ("vision", "speech")
 
 
 def test_local_folder_loads_with_chat_template(tiny_folder):
@@ -273,9 +275,9 @@ def test_process_exits_cleanly_after_a_model_is_released(tiny_folder):
 
     script = (
         "import threading\n"
-        "from phi_demo.engine import Engine\n"
+        "from phi_demo.engine.local import Engine\n"
         "from phi_demo.settings import AppSettings, GenerationSettings\n"
-        "from phi_demo.conversation import Turn, build_request\n"
+        "from phi_demo.chat.messages import Turn\nfrom phi_demo.chat.request import build_request\n"
         "e = Engine(AppSettings(model='tiny-random'))\n"
         "list(e.stream(build_request([Turn('user', 'hi')], ''), GenerationSettings(max_new_tokens=4), threading.Event()))\n"
         "e.cache.release()\n"

@@ -11,10 +11,11 @@ import time
 import pytest
 import torch
 
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
 from phi_demo.engine.fast_decode import FastDecode, length_limit
+from phi_demo.engine.local import Engine
 from phi_demo.settings import AppSettings, GenerationSettings
 
 IMAGE, AUDIO = "example_image.png", "example_question.wav"
@@ -69,10 +70,10 @@ def test_sampling_with_a_seed_matches(engine, fast_engine, assets):
 
 
 def test_model_facts_say_it_is_on(fast_engine):
-    from phi_demo.ui.handlers import ChatHandlers
+    from phi_demo.ui.chat import ChatHandlers
 
-    info = fast_engine.status().info
-    assert info["fast_decode"].startswith("on: static cache + torch.compile (eager), compiled in")
+    info = fast_engine.status().facts
+    assert info.fast_decode.startswith("on: static cache + torch.compile (eager), compiled in")
     sidebar = ChatHandlers(fast_engine, fast_engine.settings).status_markdown()
     assert "**Fast decode:** `on: static cache" in sidebar
 
@@ -117,7 +118,7 @@ def test_a_compile_failure_falls_back_with_the_reason(tiny_folder, assets):
     try:
         loaded = e.load()
         assert loaded.fast is None
-        info = e.status().info["fast_decode"]
+        info = e.status().facts.fast_decode
         assert info.startswith("off: compiling failed") and "no-such-backend" in info
         [(answer, stats)] = chat(e, assets, [("Still there?", ())])
         assert not stats.fast_decode and stats.new_tokens == 20
@@ -131,7 +132,7 @@ def test_not_with_quantization(tiny_folder):
     e = Engine(AppSettings(model="tiny-random", quantize="8bit", fast_decode=True))
     try:
         e.load()
-        assert e.status().info["fast_decode"].startswith("off: not with --quantize")
+        assert e.status().facts.fast_decode.startswith("off: not with --quantize")
     finally:
         e.cache.release()
 
@@ -141,7 +142,7 @@ def test_inductor_compiles_and_matches(engine, tiny_folder, assets):
     e = Engine(AppSettings(model="tiny-random", fast_decode=True))
     try:
         loaded = e.load()
-        assert loaded.fast is not None, e.status().info
+        assert loaded.fast is not None, e.status().facts
         assert loaded.fast.warmup_s > 0
         engine.load().prefix_cache.clear()
         turns = [("Look.", (IMAGE,)), ("Again?", ())]
@@ -191,8 +192,8 @@ def test_requests_during_the_compile_wait_for_it(tiny_folder):
         while not done.is_set():
             try:
                 st = e.status()
-                if st.state == "ready" and not st.info["fast_decode"].startswith("on:"):
-                    problems.append(f"ready while {st.info['fast_decode']}")
+                if st.state == "ready" and not st.facts.fast_decode.startswith("on:"):
+                    problems.append(f"ready while {st.facts.fast_decode if st.facts else None}")
             except Exception as exc:  # noqa: BLE001
                 problems.append(exc)
             time.sleep(0.01)  # as the page's timer polls, not a busy loop
@@ -209,7 +210,7 @@ def test_requests_during_the_compile_wait_for_it(tiny_folder):
         done.set()
         poller.join(10)
         assert not problems, problems[:3]
-        assert e.status().info["fast_decode"].startswith("on:")
+        assert e.status().facts.fast_decode.startswith("on:")
     finally:
         done.set()
         e.cache.release()

@@ -7,16 +7,18 @@ import threading
 
 import pytest
 
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
+from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
 
 CANCEL_STORM = r"""
 import gc, threading
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
+from phi_demo.engine.local import Engine
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import generate_threads, rss_mb, wait_until
 

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from phi_demo.settings import AppSettings
-from phi_demo.ui.handlers import ChatHandlers, split_last_turn
+from phi_demo.ui.chat import ChatHandlers, split_last_turn
 from tests.helpers import ROOT
 
 IMAGE = str(ROOT / "assets" / "example_image.png")
@@ -156,7 +156,7 @@ def test_a_like_lands_in_the_feedback_file(engine, tmp_path, monkeypatch):
 
 
 def test_feedback_is_off_on_a_space_unless_set(tmp_path):
-    from phi_demo.feedback import target
+    from phi_demo.chat.feedback import target
 
     assert target(None, on_space=True, cache=tmp_path) is None
     assert target(None, on_space=False, cache=tmp_path) == tmp_path / "feedback.jsonl"
@@ -165,7 +165,7 @@ def test_feedback_is_off_on_a_space_unless_set(tmp_path):
 
 
 def test_retried_answers_can_be_browsed_and_the_one_shown_continues(handlers):
-    from phi_demo.ui.handlers import browse_answers, remember_answer
+    from phi_demo.ui.chat import browse_answers, remember_answer
 
     sampled = {**GEN, "do_sample": True, "temperature": 2.0, "max_new_tokens": 12}
     history = list(handlers.submit({"text": "Tell me", "files": []}, [], sampled))[-1][0]
@@ -188,7 +188,7 @@ def test_retried_answers_can_be_browsed_and_the_one_shown_continues(handlers):
 
 
 def test_a_greedy_retry_that_repeats_itself_is_not_a_new_version(handlers):
-    from phi_demo.ui.handlers import remember_answer
+    from phi_demo.ui.chat import remember_answer
 
     history = list(handlers.submit({"text": "Tell me", "files": []}, [], GEN))[-1][0]
     versions, *_ = remember_answer(None, history)
@@ -227,7 +227,7 @@ def test_status_and_tiny_banner(handlers):
 
 
 def test_model_unavailable_banner_says_how_to_fix():
-    from phi_demo.engine import Engine
+    from phi_demo.engine.local import Engine
     from phi_demo.errors import ModelUnavailable
 
     e = Engine(AppSettings(offline=True))
@@ -256,7 +256,7 @@ def test_a_long_prefill_says_what_it_is_reading(handlers, monkeypatch):
 
 
 def test_prefill_notice_wording():
-    from phi_demo.conversation import ModelRequest
+    from phi_demo.contract import ModelRequest
     from phi_demo.engine.generation import prefill_notice
 
     req = ModelRequest("p", images=[1, 2], audios=[3])

@@ -74,7 +74,8 @@ from phi_demo.server import create
 from phi_demo.settings import AppSettings
 from phi_demo.engine import zerogpu
 from phi_demo.engine.generation import GenerationStats
-from phi_demo.conversation import Turn, build_request
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.settings import GenerationSettings
 
 settings = AppSettings.load(["--model", "tiny-random"])
@@ -125,8 +126,8 @@ def test_zerogpu_is_off_without_the_variable(monkeypatch):
 
 
 def test_cpu_only_space_says_the_full_model_is_too_slow(monkeypatch):
-    from phi_demo.engine import Engine
-    from phi_demo.ui.handlers import ChatHandlers
+    from phi_demo.engine.local import Engine
+    from phi_demo.ui.chat import ChatHandlers
 
     monkeypatch.setenv("SPACE_ID", "me/phi-demo")
     settings = AppSettings(offline=True)

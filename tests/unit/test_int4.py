@@ -6,11 +6,12 @@ import threading
 import pytest
 import torch
 
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
 from phi_demo.engine.fit import choose_quantize
 from phi_demo.engine.int4 import PREFILL_ROWS, Int4Linear, Int8Embedding, check_kernel, quantized_modules
+from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
@@ -40,7 +41,7 @@ def test_int4_layer_matches_its_dequantized_weights_for_short_and_long_inputs(dt
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_folder):
-    from phi_demo.checkpoint import write_tiny
+    from phi_demo_dev.checkpoint import write_tiny
 
     return write_tiny(tmp_path_factory.mktemp("ckpt") / "tiny")
 
@@ -75,7 +76,7 @@ def test_only_the_decoder_lm_head_and_token_embedding_are_quantized(int4_engine)
     assert all(n in ("lm_head", "model.embed_tokens") or n.startswith("model.layers.") for n in names), names
     assert not any("embed_tokens_extend" in n for n in names)  # the vision and audio encoders stay whole
     assert loaded.adapters == ["vision", "speech"]
-    assert "int4 (decoder and LM head" in int4_engine.status().info["quantized"]
+    assert "int4 (decoder and LM head" in int4_engine.status().facts.quantized
 
 
 @pytest.mark.parametrize("files,adapter", [((), None), ((IMAGE,), "vision"), ((AUDIO,), "speech"),
@@ -147,7 +148,7 @@ def test_a_checkpoint_with_tied_embeddings_loads_in_int4(checkpoint, tmp_path):
         e = Engine(settings)
         try:
             loaded = e.load()
-            assert ("read from the int4 cache" in e.status().info["quantized"]) == (start == "warm")
+            assert ("read from the int4 cache" in e.status().facts.quantized) == (start == "warm")
             base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
             head = base.lm_head
             assert isinstance(head, Int4Linear) and isinstance(base.model.embed_tokens, Int8Embedding)
@@ -171,7 +172,7 @@ def test_unsupported_combinations_get_one_clear_line(checkpoint):
     fast = Engine(AppSettings(model=str(checkpoint), quantize="int4", dtype="bfloat16", fast_decode=True))
     try:
         fast.load()
-        assert fast.status().info["fast_decode"] == \
+        assert fast.status().facts.fast_decode == \
             "off: not with --quantize or --offload (transformers does not compile those)"
     finally:
         fast.cache.release()

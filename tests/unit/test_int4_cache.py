@@ -21,7 +21,7 @@ IDS = torch.tensor([[5, 17, 42, 8, 99, 3, 61, 27]])
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, tiny_folder):
-    from phi_demo.checkpoint import write_tiny
+    from phi_demo_dev.checkpoint import write_tiny
 
     return write_tiny(tmp_path_factory.mktemp("int4cache") / "tiny")
 
@@ -279,7 +279,7 @@ def test_an_entry_over_the_budget_is_not_written(checkpoint, tmp_path, reference
 
 
 def test_the_settings_and_the_engine(checkpoint, tmp_path, monkeypatch):
-    from phi_demo.engine import Engine
+    from phi_demo.engine.local import Engine
 
     settings = AppSettings.load(["--model", str(checkpoint), "--quantize", "int4", "--dtype", "bfloat16",
                                  "--int4-cache", str(tmp_path / "int4"), "--int4-cache-budget", "200mb"], environ={})
@@ -307,18 +307,19 @@ def test_the_settings_and_the_engine(checkpoint, tmp_path, monkeypatch):
     try:
         again.load()
         assert any(s == "loading" and "could not be used" in m for s, m in states)
-        assert "rebuilt" in again.status().info["quantized"]
+        assert "rebuilt" in again.status().facts.quantized
     finally:
         again.cache.release()
     third = Engine(settings)
     try:
+        from phi_demo.chat.messages import Turn
+        from phi_demo.chat.request import build_request
         from phi_demo.contract import collect
-        from phi_demo.conversation import Turn, build_request
         from phi_demo.settings import GenerationSettings
 
         text, stats = collect(third.stream(build_request([Turn("user", "Hi")]),
                                            GenerationSettings(max_new_tokens=4, min_new_tokens=4), threading.Event()))
         assert stats.new_tokens == 4
-        assert "read from the int4 cache" in third.status().info["quantized"]
+        assert "read from the int4 cache" in third.status().facts.quantized
     finally:
         third.cache.release()

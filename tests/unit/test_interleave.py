@@ -4,8 +4,9 @@ and the answer goes on exactly as it would have."""
 import threading
 import time
 
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request, media_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Turn, build_request, media_request
 from phi_demo.settings import GenerationSettings
 from tests.helpers import tone
 

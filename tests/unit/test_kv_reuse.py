@@ -5,8 +5,9 @@ import threading
 
 import pytest
 
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Turn, build_request
 from phi_demo.settings import GenerationSettings
 from tests.helpers import ROOT
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from phi_demo import longaudio
 from phi_demo.errors import UserInputError
-from phi_demo.longaudio import Cue, plan_chunks
+from phi_demo.speech import longaudio
+from phi_demo.speech.longaudio import Cue, plan_chunks
 
 SR = 16_000
 
@@ -19,7 +19,7 @@ SR = 16_000
 @pytest.fixture(scope="module")
 def sentence_clips():
     """The eight espeak-ng sentences, trimmed to their speech."""
-    from phi_demo.bench.vad import SENTENCES, synth_recording
+    from phi_demo_dev.bench.vad import SENTENCES, synth_recording
 
     audio, truth = synth_recording(SENTENCES, pause_s=1.0)
     return [audio[int(a * SR):int(b * SR)] for a, b in truth]
@@ -34,8 +34,8 @@ def parse_srt(text):
 
 
 def test_twenty_minutes_of_sentences_give_cues_at_pauses_none_longer_than_30_s():
-    from phi_demo.bench.vad import long_recording
-    from phi_demo.vad import SileroVAD
+    from phi_demo.speech.vad import SileroVAD
+    from phi_demo_dev.bench.vad import long_recording
 
     audio, truth = long_recording(20)
     pauses = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(truth, truth[1:])]
@@ -152,7 +152,7 @@ def test_limit_and_music(tmp_path):
     with pytest.raises(UserInputError, match="the limit is 30 s"):
         longaudio.load_recording(path, 30)
     # Music (chords of pure tones) holds no speech for silero-vad: a sentence, not a hang.
-    from phi_demo.vad import SileroVAD
+    from phi_demo.speech.vad import SileroVAD
 
     t = np.arange(SR * 20) / SR
     music = (0.2 * sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))).astype(np.float32)
@@ -162,9 +162,9 @@ def test_limit_and_music(tmp_path):
 
 def test_tiny_model_end_to_end(engine):
     """The real path: engine recogniser with the speech adapter, chunks, progress, formats."""
-    from phi_demo.bench.vad import SENTENCES, long_recording
-    from phi_demo.transcription import engine_asker, engine_recognizer
-    from phi_demo.vad import SileroVAD
+    from phi_demo.speech.live import engine_asker, engine_recognizer
+    from phi_demo.speech.vad import SileroVAD
+    from phi_demo_dev.bench.vad import SENTENCES, long_recording
 
     audio, _truth = long_recording(0.7, SENTENCES[:4], seed=3)
     speech = SileroVAD().segments(audio)

@@ -5,10 +5,11 @@ import threading
 
 import pytest
 
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.engine.generation import stream_generate
 from phi_demo.engine.loader import load_model
+from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
@@ -52,8 +53,8 @@ def test_offload_places_with_accelerate_and_says_where(tiny_folder):
     engine = Engine(AppSettings(model="tiny-random", offload=True, quantize="8bit", dtype="bfloat16"))
     loaded = engine.load()
     assert bnb_layers(loaded.model)
-    info = engine.status().info
-    assert info["placement"] == "cpu" and info["quantized"].startswith("8bit")
+    info = engine.status().facts
+    assert info.placement == "cpu" and info.quantized.startswith("8bit")
     pieces = list(engine.stream(build_request([Turn("user", "hi")]), GenerationSettings(max_new_tokens=3),
                                 threading.Event()))
     assert pieces[-1].new_tokens >= 1

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from phi_demo.checkpoint import STAND_IN_FILE, write_full
+from phi_demo_dev.checkpoint import STAND_IN_FILE, write_full
 
 LONG_FACTOR = [  # TRT rope_scaling.long_factor, all 48
     1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649,
@@ -221,9 +221,9 @@ def test_adapter_files_are_keyed_as_load_adapter_reads_them(tmp_path):
     from safetensors.torch import load_file
     from transformers import Phi4MultimodalForCausalLM
 
-    from phi_demo.checkpoint import _save_adapter
     from phi_demo.engine.sources import tiny_folder
-    from phi_demo.realshape import adapter_config
+    from phi_demo_dev.checkpoint import _save_adapter
+    from phi_demo_dev.realshape import adapter_config
 
     model = Phi4MultimodalForCausalLM.from_pretrained(tiny_folder())
     _save_adapter(model, "speech", tmp_path)

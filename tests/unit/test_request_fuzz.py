@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from phi_demo.chat import REQUEST_SETTINGS, prepare
-from phi_demo.conversation import Limits
+from phi_demo.chat.request import Limits
+from phi_demo.chat.turn import REQUEST_SETTINGS, prepare
 from phi_demo.errors import UserInputError
 
 UPLOADS = Path(tempfile.mkdtemp(prefix="phi-demo-fuzz-"))

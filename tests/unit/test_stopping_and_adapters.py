@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from phi_demo.checkpoint import write_tiny
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Turn, build_request
-from phi_demo.engine import Engine
 from phi_demo.engine.generation import stop_token_ids
+from phi_demo.engine.local import Engine
 from phi_demo.engine.tiny import HUB_LORA_TARGETS, LORA_TARGETS
 from phi_demo.settings import AppSettings, GenerationSettings
+from phi_demo_dev.checkpoint import write_tiny
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from phi_demo.transcription import (
-    LiveTranscriber,
-    StreamingTranscript,
-    agreed_prefix,
-    engine_recognizer,
-)
+from phi_demo.speech.live import LiveTranscriber, StreamingTranscript, agreed_prefix, engine_recognizer
 from tests.helpers import silence, tone
 
 SR = 16000
@@ -214,8 +209,8 @@ def test_on_zerogpu_recognition_runs_in_the_thread_that_adds_the_chunk():
 def test_silero_finds_the_phrase_ends_in_noise_where_the_threshold_hears_one_long_phrase():
     """Sentences at 10 dB SNR through the live policy: with silero-vad each pause ends a
     segment; with the -45 dBFS threshold the noise never lets one end."""
-    from phi_demo.bench.vad import SENTENCES, synth_recording
-    from phi_demo.vad import EnergyVAD, SileroVAD
+    from phi_demo.speech.vad import EnergyVAD, SileroVAD
+    from phi_demo_dev.bench.vad import SENTENCES, synth_recording
 
     audio, truth = synth_recording(SENTENCES[:3], pause_s=1.2, snr_db=10, seed=2)
     ends = {}

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from phi_demo.bench.vad import SENTENCES, score, synth_recording
-from phi_demo.vad import EnergyVAD, SileroVAD, load_vad
+from phi_demo.speech.vad import EnergyVAD, SileroVAD, load_vad
+from phi_demo_dev.bench.vad import SENTENCES, score, synth_recording
 
 
 @pytest.fixture(scope="module")

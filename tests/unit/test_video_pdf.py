@@ -5,9 +5,11 @@ import threading
 
 import pytest
 
-from phi_demo import conversation, pdf, video
+from phi_demo.chat import request as conversation
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.request import Limits, build_request
 from phi_demo.contract import collect
-from phi_demo.conversation import Limits, Turn, build_request
+from phi_demo.media import pdf, video
 from phi_demo.settings import GenerationSettings
 from tests.av_fixtures import pdfs, videos
 from tests.helpers import ROOT

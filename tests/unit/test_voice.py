@@ -1,4 +1,4 @@
-"""Hands-free turn taking (phi_demo.voice) and the voice panel's handlers, without a browser."""
+"""Hands-free turn taking (phi_demo.speech.voice) and the voice panel's handlers, without a browser."""
 
 import json
 import threading
@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from phi_demo.vad import EnergyVAD, SileroVAD
-from phi_demo.voice import VoiceTurns
+from phi_demo.speech.vad import EnergyVAD, SileroVAD
+from phi_demo.speech.voice import VoiceTurns
 from tests.helpers import silence, tone
 
 SR = 16_000
@@ -44,7 +44,7 @@ def test_a_very_long_turn_is_cut_at_the_limit():
 
 
 def test_spoken_sentences_in_noise_make_one_turn_each():
-    from phi_demo.bench.vad import SENTENCES, synth_recording
+    from phi_demo_dev.bench.vad import SENTENCES, synth_recording
 
     audio, truth = synth_recording(SENTENCES[:3], pause_s=1.5, snr_db=10, seed=4)
     turns = VoiceTurns(SileroVAD().stream())

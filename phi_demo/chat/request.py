@@ -1,0 +1,169 @@
+"""Turns -> the request the engine answers: the prompt, and every image and 16 kHz clip it refers to, decoded and checked against the limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from phi_demo.caches import ByteLRU
+from phi_demo.chat.messages import Turn
+from phi_demo.chat.policy import _without_oldest_clips
+from phi_demo.chat.prompt import _groups, _messages, render_messages
+from phi_demo.contract import MediaItem, ModelRequest
+from phi_demo.errors import UserInputError
+from phi_demo.media import pdf, video
+from phi_demo.media.audio import load_audio
+from phi_demo.media.image import load_image
+from phi_demo.media.kinds import content_key, kind_of
+
+
+@dataclass
+class Limits:
+    max_images: int = 8  # video frames and PDF pages count as images
+    max_audio_clips: int = 4  # a video's sound counts as a clip
+    max_audio_seconds: float = 300.0
+    # Files may only be read from these folders (Gradio's upload cache, our assets);
+    # empty means anywhere, for library use. A path typed into history is not an upload.
+    allowed_roots: tuple[str, ...] = ()
+    max_video_frames: int = 8
+    max_video_seconds: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings, allowed_roots: tuple[str, ...] = ()) -> "Limits":
+        """The limits an AppSettings sets (its max_* fields of the same names)."""
+        names = ("max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds")
+        return cls(**{n: getattr(settings, n) for n in names}, allowed_roots=allowed_roots)
+
+    def check_allowed(self, path: str) -> None:
+        if not self.allowed_roots:
+            return
+        try:
+            real = os.path.realpath(path)
+        except ValueError:  # a NUL byte in the path
+            raise UserInputError("A file path in the chat is not valid.") from None
+        for root in self.allowed_roots:
+            root = os.path.realpath(root)
+            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+                return
+        raise UserInputError(f"{Path(path).name}: this file was not uploaded to this app; please attach it again.")
+
+
+def _decoded_size(value) -> int:
+    if isinstance(value, (video.Clip, pdf.Document)):
+        audio = getattr(value, "audio", None)
+        return sum(_decoded_size(x) for x in getattr(value, "frames", ()) + getattr(value, "images", ())) + (
+            0 if audio is None else int(audio.nbytes))
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    return value.width * value.height * len(value.getbands())  # PIL image
+# Decoded images, clips, videos and documents, shared by every chat (each turn sends its
+# history's files again). Bounded by bytes: a few 4096 px images are already hundreds of MB.
+DECODED_BUDGET_BYTES = 512 << 20
+_decoded = ByteLRU(DECODED_BUDGET_BYTES, _decoded_size)
+
+
+def _load(path: str, kind: str, limits: Limits, text: str = ""):
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        raise UserInputError(f"{Path(path).name}: the file is no longer available; please attach it again.") from None
+    if kind == "image":
+        make, params = (lambda: load_image(path)), ()
+    elif kind == "audio":
+        make, params = (lambda: load_audio(path, limits.max_audio_seconds)), (limits.max_audio_seconds,)
+    elif kind == "video":
+        params = (limits.max_video_frames, limits.max_video_seconds)
+        make = lambda: video.load_video(path, *params)  # noqa: E731
+    else:
+        pages = pdf.named_pages(text)
+        params = (tuple(pages or ()), limits.max_images)
+        make = lambda: pdf.load_pdf(path, pages, limits.max_images)  # noqa: E731
+    # (mtime, size) is in the key so a replaced file is decoded again.
+    return _decoded.get_or_make((path, st.st_mtime_ns, st.st_size, kind, params), make)
+
+
+def _expand(path: str, kind: str, decoded) -> tuple[list[tuple[str, Any]], str]:
+    """A file's media items in prompt order (a video: its frames, then its sound; a PDF: its
+    pages), and the text it adds to the turn (a PDF's text layer)."""
+    if kind == "video":
+        sound = [] if decoded.audio is None else [("audio", decoded.audio)]
+        return [("image", f) for f in decoded.frames] + sound, video.describe(Path(path).name, decoded)
+    if kind == "pdf":
+        return [("image", page) for page in decoded.images], pdf.text_block(Path(path).name, decoded)
+    return [(kind, decoded)], ""
+
+
+def _assemble(turns: Sequence[tuple[str, str, Sequence[tuple[str, Any]]]], system_prompt: str) -> ModelRequest:
+    """(role, text, [(kind, decoded item)]) per turn -> the request, with its structure."""
+    kinds = [[k for k, _ in items] for _, _, items in turns]
+    messages = _messages([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
+    flat = [item for _, _, items in turns for item in items]
+    groups = _groups(kinds)
+    return ModelRequest(
+        render_messages(messages),
+        images=[x for k, x in flat if k == "image"],
+        audios=[x for k, x in flat if k == "audio"],
+        messages=messages,
+        media=[MediaItem(k, content_key(x), g) for (k, x), g in zip(flat, groups)],
+    )
+
+
+def _check_counts(limits: Limits, n_images: int, n_audios: int, derived: bool) -> None:
+    images_note = " (video frames and PDF pages count as images)" if derived else ""
+    audio_note = " (a video's sound counts as a clip)" if derived else ""
+    if n_images > limits.max_images:
+        raise UserInputError(
+            f"This conversation would hold {n_images} images{images_note}; the limit is {limits.max_images}. "
+            "Clear the chat or send fewer images."
+        )
+    if n_audios > limits.max_audio_clips:
+        raise UserInputError(
+            f"This conversation would hold {n_audios} audio clips{audio_note}; the limit is "
+            f"{limits.max_audio_clips}. Clear the chat or send fewer clips."
+        )
+
+
+def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits | None = None) -> ModelRequest:
+    """Render the prompt and decode every image and clip it refers to, enforcing the limits
+    (past the clip limit, the oldest earlier clips are left out instead)."""
+    limits = limits or Limits()
+    if not turns or turns[-1].role != "user":
+        raise UserInputError("There is no question to answer: the last message must be the user's.")
+    if not isinstance(system_prompt, str):
+        raise UserInputError("The system prompt must be text.")
+    for t in turns:
+        for f in t.files:
+            limits.check_allowed(f)  # before a byte of it is read
+    kinds = [[kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
+    turns, kinds, left_out = _without_oldest_clips(turns, kinds, limits.max_audio_clips)
+    derived = any(k in ("video", "pdf") for ks in kinds for k in ks)
+    # Counted before decoding (a video or PDF as at least one image), so that a hundred
+    # files are refused without opening them.
+    _check_counts(limits, sum(k != "audio" for ks in kinds for k in ks),
+                  sum(k == "audio" for ks in kinds for k in ks), derived)
+    decoded = []
+    for t, ks in zip(turns, kinds):
+        items, extra = [], []
+        for f, k in zip(t.files, ks):
+            got, text = _expand(f, k, _load(f, k, limits, t.text))
+            items += got
+            extra += [text] if text else []
+        decoded.append((t.role, "\n\n".join(extra + ([t.text] if t.text else [])), items))
+    if derived:
+        _check_counts(limits, sum(k == "image" for _, _, items in decoded for k, _ in items),
+                      sum(k == "audio" for _, _, items in decoded for k, _ in items), derived=True)
+    request = _assemble(decoded, system_prompt)
+    request.clips_left_out = left_out
+    return request
+
+
+def media_request(text: str, images: Sequence[Any] = (), audios: Sequence[Any] = (),
+                  system_prompt: str = "", urgent: bool = False) -> ModelRequest:
+    """One user turn about media already in memory (RGB images, 16 kHz mono arrays), e.g. a
+    live-transcription window: the same prompt and structure as a chat turn."""
+    items = [("image", x) for x in images] + [("audio", x) for x in audios]
+    request = _assemble([("user", text, items)], system_prompt)
+    request.urgent = urgent
+    return request
