@@ -15,18 +15,23 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from phi_demo import doctor
+from phi_demo import __version__, doctor
 from phi_demo.chat.messages import Turn
 from phi_demo.chat.request import Limits, build_request
 from phi_demo.contract import collect
 from phi_demo.errors import ModelUnavailable, SettingError, UserInputError
 from phi_demo.media.fetch import fetch, is_url
-from phi_demo.settings import AppSettings, GenerationSettings, cache_root
+from phi_demo.settings import AppSettings, GenerationSettings, cache_root, flag_name
 from phi_demo.speech import longaudio
 from phi_demo.speech.live import engine_asker, engine_recognizer
 from phi_demo.speech.tasks import instruction
-from phi_demo.speech.vad import load_vad
+from phi_demo.speech.vad import EnergyVAD, SileroVAD, load_vad
+
+if TYPE_CHECKING:
+    from phi_demo.engine.loader import LoadedModel
+    from phi_demo.engine.local import Engine
 
 MODEL_FLAGS = ("model", "revision", "device", "dtype", "attn", "system_prompt", "max_new_tokens",
                "max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds", "offline",
@@ -37,7 +42,8 @@ EXIT_BAD_INPUT, EXIT_NO_MODEL, EXIT_FAILED = 2, 3, 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m phi_demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m phi_demo", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"phi-demo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     ask = sub.add_parser("ask", help="ask a question about text, images and audio")
@@ -64,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("audio", help="audio file or http(s) URL")
 
     ask.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    ask.add_argument("--temperature", type=float, default=None)
-    ask.add_argument("--top-p", type=float, default=None)
-    ask.add_argument("--top-k", type=int, default=None)
-    ask.add_argument("--seed", type=int, default=None)
+    # Converted and checked by GenerationSettings, as the page's and /chat's values are.
+    for name in ("temperature", "top_p", "top_k", "seed"):
+        lo, hi = GenerationSettings.LIMITS[name]
+        ask.add_argument(flag_name(name), default=None, help=f"with --sample: {lo} to {hi}")
     for sp in (ask, tr, sm):  # speech work is greedy: the model card's prompts, no sampling
         AppSettings.add_arguments(sp, only=MODEL_FLAGS if sp is ask else SPEECH_FLAGS + ("max_new_tokens",))
         sp.add_argument("--json", metavar="FILE", help="also write prompt, inputs, results, settings and timings here")
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --max-new-tokens is the doctor's own bound, not the app's default answer length
     # (PHI_DEMO_MAX_NEW_TOKENS), so the checks mean the same on every machine.
     AppSettings.add_arguments(dr, only=tuple(f for f in MODEL_FLAGS if f != "max_new_tokens"))
-    dr.add_argument("--max-new-tokens", type=int, default=None,
+    dr.add_argument("--max-new-tokens", default=None,
                     help="an answer that reaches this many new tokens did not stop by itself (default 256)")
     dr.add_argument("--json", metavar="FILE", help="also write the table, answers, settings and timings here")
     dr.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -94,7 +100,7 @@ def _local(path_or_url: str, allow_private: bool) -> str:
     return path_or_url
 
 
-def _engine(settings: AppSettings):
+def _engine(settings: AppSettings) -> tuple[Engine, LoadedModel, float]:
     """(engine, loaded model, load seconds); a setting that cannot be honoured is one line."""
     from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers loads only with a model
 
@@ -105,7 +111,7 @@ def _engine(settings: AppSettings):
     engine = Engine(settings)
     if engine.config_error:
         raise SettingError(engine.config_error)
-    loaded = engine.load()
+    loaded = cast("LoadedModel", engine.load())  # Engine.load does not say what it returns
     return engine, loaded, time.perf_counter() - t0
 
 
@@ -120,7 +126,7 @@ def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     if note:
         err.write(f"phi-demo: {note}\n")
     vad, vad_name = load_vad(settings.vad)
-    speech = vad.segments(audio)
+    speech = cast("EnergyVAD | SileroVAD", vad).segments(audio)  # load_vad does not say what it returns
     total_s = len(audio) / longaudio.SAMPLE_RATE
     engine, loaded, load_s = _engine(settings)
     cancel = threading.Event()
@@ -135,11 +141,13 @@ def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         return 0
     recognize = engine_recognizer(engine, args.language, args.task, args.to,
                                   max_new_tokens=min(settings.max_new_tokens, 512))
-    last = None
+    last: longaudio.Progress | None = None
     for last in longaudio.transcribe(audio, speech, recognize, cancel, args.max_chunk_seconds, note):
         if not args.quiet and last.chunks_done and not (last.finished or last.stopped):
             err.write(f"[{longaudio.clock(last.done_s)} of {longaudio.clock(total_s)} · chunk {last.chunks_done}/{last.chunks} · "
                       f"{last.seconds:.1f} s]\n")
+    if last is None:  # the last step (finished or stopped) always comes
+        raise RuntimeError("the transcription reported nothing")
     about = {"file": str(args.audio), "duration_s": round(total_s, 3), "task": args.task,
              "language": args.language, **({"to": args.to} if args.task == "translate" else {}),
              "detector": vad_name}
@@ -162,7 +170,8 @@ def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
     """The bundled examples through the request path: a table on stdout, exit 1 if a check fails."""
 
     out, err = out or sys.stdout, err or sys.stderr
-    settings = AppSettings.resolve(vars(args))
+    # Its --max-new-tokens is the doctor's own bound, not the app's answer length.
+    settings = AppSettings.resolve({k: v for k, v in vars(args).items() if k != "max_new_tokens"})
     bound = doctor.DEFAULT_BOUND if args.max_new_tokens is None else args.max_new_tokens
     bound = GenerationSettings.from_values(max_new_tokens=bound).max_new_tokens  # refuses 0 with a sentence
     engine, loaded, load_s = _engine(settings)

@@ -216,3 +216,27 @@ def test_redirect_hops_are_checked_too(http_server, tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match="Refusing to fetch from 127.0.0.1"):
         fetch_mod.fetch(url, tmp_path)
     assert checked == ["localhost", "127.0.0.1"]
+
+
+def test_version_is_the_package_version(capsys):
+    from phi_demo import __version__
+    from phi_demo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"phi-demo {__version__}"
+    assert __version__ == "0.4.0"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["ask", "x", "--sample", "--temperature", "hot"], "phi-demo: The setting temperature must be a number, not 'hot'."),
+    (["ask", "x", "--top-k", "5000"], "phi-demo: The setting top_k must be between 0 and 1000; it was 5000."),
+    (["ask", "x", "--max-new-tokens", "0"], "phi-demo: --max-new-tokens = '0': max_new_tokens must be between 1 and 8192."),
+    (["doctor", "--max-new-tokens", "lots"], "phi-demo: The setting max_new_tokens must be a number, not 'lots'."),
+])
+def test_generation_flags_are_checked_by_the_same_model(capsys, args, expected):
+    """The page, /chat and the CLI refuse a value with the same sentence, before any model loads."""
+    from phi_demo.cli import EXIT_BAD_INPUT, main
+
+    assert main([*args, "--model", "tiny-random"]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == expected

@@ -49,3 +49,26 @@ def test_only_user_input_errors_come_out(message, history, values):
         return
     assert prepared.request.prompt.endswith("<|assistant|>")
     assert len(prepared.request.media) == len(prepared.request.images) + len(prepared.request.audios)
+
+
+def test_the_request_settings_are_checked_by_one_model():
+    """/chat's and the page's settings: system_prompt, then GenerationSettings refuses what is
+    unknown or out of range, in a sentence."""
+    message = {"text": "hi", "files": []}
+    for values, sentence in [
+        ({"max_tokens": 5}, "Unknown settings: max_tokens; known are max_new_tokens"),
+        ({"min_new_tokens": 5}, "Unknown settings: min_new_tokens"),  # the benchmark's own
+        ({1: 2}, "Unknown settings: 1"),
+        ({"temperature": "9"}, "The setting temperature must be between 0.01 and 2.0; it was 9."),
+        ({"system_prompt": 3}, "The system prompt must be text."),
+        ([("seed", 1)], "The settings must be a table of named values."),
+    ]:
+        try:
+            prepare(LIMITS, message, [], values)
+        except UserInputError as e:
+            assert str(e).startswith(sentence), (values, str(e))
+        else:
+            raise AssertionError(f"{values} was accepted")
+    prepared = prepare(LIMITS, message, [], {"system_prompt": "Be brief.", "seed": "-1", "max_new_tokens": "7"})
+    assert prepared.gen.seed is None and prepared.gen.max_new_tokens == 7
+    assert prepared.request.prompt.startswith("<|system|>Be brief.<|end|>")
