@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from phi_demo.caches import ByteLRU
+import numpy as np
+from PIL import Image
+
+from phi_demo.caches import ByteLRU, register
 from phi_demo.chat.messages import Turn
 from phi_demo.chat.policy import _without_oldest_clips
 from phi_demo.chat.prompt import _groups, _messages, render_messages
@@ -50,38 +53,64 @@ class Limits:
         raise UserInputError(f"{Path(path).name}: this file was not uploaded to this app; please attach it again.")
 
 
-def _decoded_size(value) -> int:
-    if isinstance(value, (video.Clip, pdf.Document)):
-        audio = getattr(value, "audio", None)
-        return sum(_decoded_size(x) for x in getattr(value, "frames", ()) + getattr(value, "images", ())) + (
-            0 if audio is None else int(audio.nbytes))
-    if hasattr(value, "nbytes"):
+# What a file decodes to: an RGB image, a 16 kHz clip, a video's frames and sound, a PDF's pages.
+Decoded = Image.Image | np.ndarray | video.Clip | pdf.Document
+
+
+def _decoded_size(value: Decoded) -> int:
+    if isinstance(value, video.Clip):
+        audio: np.ndarray | None = value.audio
+        return sum(_decoded_size(x) for x in value.frames) + (0 if audio is None else int(audio.nbytes))
+    if isinstance(value, pdf.Document):
+        return sum(_decoded_size(x) for x in value.images)
+    if isinstance(value, np.ndarray):
         return int(value.nbytes)
-    return value.width * value.height * len(value.getbands())  # PIL image
+    return value.width * value.height * len(value.getbands())
+
+
 # Decoded images, clips, videos and documents, shared by every chat (each turn sends its
 # history's files again). Bounded by bytes: a few 4096 px images are already hundreds of MB.
 DECODED_BUDGET_BYTES = 512 << 20
-_decoded = ByteLRU(DECODED_BUDGET_BYTES, _decoded_size)
+_DecodedKey = tuple[str, int, int, str, tuple[object, ...]]
 
 
-def _load(path: str, kind: str, limits: Limits, text: str = ""):
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        raise UserInputError(f"{Path(path).name}: the file is no longer available; please attach it again.") from None
-    if kind == "image":
-        make, params = (lambda: load_image(path)), ()
-    elif kind == "audio":
-        make, params = (lambda: load_audio(path, limits.max_audio_seconds)), (limits.max_audio_seconds,)
-    elif kind == "video":
-        params = (limits.max_video_frames, limits.max_video_seconds)
-        make = lambda: video.load_video(path, *params)  # noqa: E731
-    else:
-        pages = pdf.named_pages(text)
-        params = (tuple(pages or ()), limits.max_images)
-        make = lambda: pdf.load_pdf(path, pages, limits.max_images)  # noqa: E731
-    # (mtime, size) is in the key so a replaced file is decoded again.
-    return _decoded.get_or_make((path, st.st_mtime_ns, st.st_size, kind, params), make)
+class MediaLoader:
+    """Opens and decodes the files a request refers to, and owns the budgeted cache of what
+    it decoded: a file is decoded once for as long as it stays among the recently used."""
+
+    def __init__(self, budget_bytes: int = DECODED_BUDGET_BYTES):
+        self.cache: ByteLRU[_DecodedKey, Decoded] = ByteLRU(budget_bytes, _decoded_size)
+
+    @property
+    def misses(self) -> int:
+        return self.cache.misses
+
+    def clear(self) -> None:
+        self.cache.clear()
+
+    def load(self, path: str, kind: str, limits: Limits, text: str = "") -> Decoded:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            raise UserInputError(f"{Path(path).name}: the file is no longer available; please attach it again.") from None
+        make: Callable[[], Decoded]
+        params: tuple[object, ...]
+        if kind == "image":
+            make, params = (lambda: load_image(path)), ()
+        elif kind == "audio":
+            make, params = (lambda: load_audio(path, limits.max_audio_seconds)), (limits.max_audio_seconds,)
+        elif kind == "video":
+            frames, seconds = limits.max_video_frames, limits.max_video_seconds
+            make, params = (lambda: video.load_video(path, frames, seconds)), (frames, seconds)
+        else:
+            pages = pdf.named_pages(text)
+            make, params = (lambda: pdf.load_pdf(path, pages, limits.max_images)), (tuple(pages or ()), limits.max_images)
+        # (mtime, size) is in the key so a replaced file is decoded again.
+        return self.cache.get_or_make((path, st.st_mtime_ns, st.st_size, kind, params), make)
+
+
+decoded_media = MediaLoader()
+register("decoded media", decoded_media.cache)
 
 
 def _expand(path: str, kind: str, decoded) -> tuple[list[tuple[str, Any]], str]:
@@ -147,7 +176,7 @@ def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits
     for t, ks in zip(turns, kinds):
         items, extra = [], []
         for f, k in zip(t.files, ks):
-            got, text = _expand(f, k, _load(f, k, limits, t.text))
+            got, text = _expand(f, k, decoded_media.load(f, k, limits, t.text))
             items += got
             extra += [text] if text else []
         decoded.append((t.role, "\n\n".join(extra + ([t.text] if t.text else [])), items))

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -22,42 +22,52 @@ class ModelKey:
     offload: bool = False
 
 
-class ModelCache:
+class Releasable(Protocol):
+    def set_attention(self, attn: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
+M = TypeVar("M", bound=Releasable)
+
+
+class ModelCache(Generic[M]):
     """Same key -> the same object. A new key releases the old model first, so two never
     sit in memory together. A change of attention alone is tried in place. Callers that
     arrive together wait on one lock and share one load."""
 
-    def __init__(self, load: Callable[[ModelKey], object]):
+    def __init__(self, load: Callable[[ModelKey], M]) -> None:
         self._load = load
         self._lock = threading.Lock()
         self._key: ModelKey | None = None
-        self._value = None
+        self._value: M | None = None
         self.loads = 0  # how many real loads happened; tests and the sidebar read it
 
     @property
-    def current(self):
+    def current(self) -> M | None:
         return self._value
 
     @property
     def key(self) -> ModelKey | None:
         return self._key
 
-    def get(self, key: ModelKey):
+    def get(self, key: ModelKey) -> M:
         with self._lock:
-            if self._key == key:
-                return self._value
-            if self._value is not None and dataclasses.replace(self._key, attn=key.attn) == key:
+            value = self._value
+            if self._key == key and value is not None:
+                return value
+            if value is not None and self._key is not None and dataclasses.replace(self._key, attn=key.attn) == key:
                 try:
-                    self._value.set_attention(key.attn)
+                    value.set_attention(key.attn)
                     self._key = key
-                    return self._value
+                    return value
                 except Exception as e:  # noqa: BLE001 - some switches need a reload; that is fine
                     log.info("attention switch in place failed (%s); reloading", e)
             self._release_locked()
-            self._value = self._load(key)
+            value = self._value = self._load(key)
             self._key = key
             self.loads += 1
-            return self._value
+            return value
 
     def release(self) -> None:
         with self._lock:
@@ -65,8 +75,6 @@ class ModelCache:
 
     def _release_locked(self) -> None:
         if self._value is not None:
-            release = getattr(self._value, "release", None)
-            if release:
-                release()
+            self._value.release()
         self._value = None
         self._key = None

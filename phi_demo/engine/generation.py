@@ -1,30 +1,47 @@
-"""One answer: model.generate in a thread, a TextIteratorStreamer, a cancel flag, stats."""
+"""One answer: model.generate on the model's worker thread, a TextIteratorStreamer, a cancel
+flag, stats. The one generation routine: chat answers and urgent windows (inline, inside a
+running answer's generate()) both run through `stream_generate`."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    Cache,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from phi_demo.chat.prompt import Placeholders, render_messages
-from phi_demo.contract import GenerationStats, Notice, finish_reason
-from phi_demo.engine.prefix_cache import PrefixCache, rope_switch, slice_media
+from phi_demo.contract import GenerationStats, ModelRequest, Notice, Piece, finish_reason
+from phi_demo.engine.fast_decode import FastDecode
+from phi_demo.engine.loader import LoadedModel
+from phi_demo.engine.prefix_cache import PrefixCache, Reuse, rope_switch, slice_media
 from phi_demo.errors import UserInputError
 from phi_demo.media.audio import SAMPLE_RATE
 from phi_demo.settings import GenerationSettings
+
+__all__ = ["CancelCriteria", "CountingStreamer", "GenerationStats", "generation_kwargs", "prefill_notice",
+           "prepare_inputs", "stream_generate"]
 
 
 class CancelCriteria(StoppingCriteria):
     """Stops generate() at the next token once the request's cancel flag is set."""
 
-    def __init__(self, cancel: threading.Event):
+    def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -48,8 +65,9 @@ class CountingStreamer(TextIteratorStreamer):
     been handed out, it is cut back to its last token, which stays as context for the next
     decode, exactly as TextStreamer itself does at a newline."""
 
-    def __init__(self, *args, window: int = 16, min_interval_s: float = MIN_HANDOFF_INTERVAL_S, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, skip_prompt: bool = False, timeout: float | None = None,
+                 window: int = 16, min_interval_s: float = MIN_HANDOFF_INTERVAL_S, **decode_kwargs: Any) -> None:
+        super().__init__(tokenizer, skip_prompt=skip_prompt, timeout=timeout, **decode_kwargs)
         self.window = window
         self.min_interval_s = min_interval_s
         self.new_tokens = 0
@@ -57,7 +75,7 @@ class CountingStreamer(TextIteratorStreamer):
         self._held: list[torch.Tensor] = []
         self._last_handoff = 0.0
 
-    def put(self, value):
+    def put(self, value: torch.Tensor) -> None:
         now = time.perf_counter()
         if self.next_tokens_are_prompt:  # generate() hands the prompt over first
             self.next_tokens_are_prompt = False
@@ -83,7 +101,7 @@ class CountingStreamer(TextIteratorStreamer):
                 self.token_cache = self.token_cache[-1:]
                 self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
 
-    def on_finalized_text(self, text: str, stream_end: bool = False):
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         # The interval runs from the last text actually handed out: a token that decodes to
         # nothing printable yet (half a word, half a character) must not hold back the next.
         if text:
@@ -92,17 +110,17 @@ class CountingStreamer(TextIteratorStreamer):
         if stream_end:
             self.text_queue.put(self.stop_signal, timeout=self.timeout)
 
-    def end(self):
+    def end(self) -> None:
         self._hand_over()
         super().end()
 
 
-def prepare_inputs(loaded, request):
+def prepare_inputs(loaded: LoadedModel, request: ModelRequest) -> BatchFeature:
     processor = loaded.processor
     # The prompt's placeholders are the processor's own strings, whatever the checkpoint calls them.
     placeholders = Placeholders(processor.image_token, processor.audio_token)
     text = render_messages(request.messages, placeholders) if request.messages else request.prompt
-    kwargs = {"text": text, "return_tensors": "pt"}
+    kwargs: dict[str, Any] = {"text": text, "return_tensors": "pt"}
     if request.images:
         kwargs["images"] = request.images
     if request.audios:
@@ -113,38 +131,10 @@ def prepare_inputs(loaded, request):
     return inputs.to(loaded.model.device, dtype=loaded.model.dtype)
 
 
-# The tokens that end an answer whatever the checkpoint's generation config says: Phi-4 ends
-# its turn with <|end|>, and <|endoftext|> ends a document.
-END_TOKENS = ("<|end|>", "<|endoftext|>")
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Every id that ends an answer: the checkpoint's own eos (generation config, then model
-    config) plus END_TOKENS where the tokenizer has them.
-
-    A converted checkpoint's generation_config.json may name only <|endoftext|> (199999), as
-    `save_pretrained` derives it from config.json; the model ends each turn with <|end|>
-    (200020), so relying on the file alone would run every answer on into made-up turns."""
-    ids: list[int] = []
-
-    def add(value) -> None:
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and v >= 0 and v not in ids:
-                ids.append(v)
-
-    add(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-    add(getattr(getattr(model, "config", None), "eos_token_id", None))
-    unknown = getattr(tokenizer, "unk_token_id", None)
-    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
-    for token in END_TOKENS:
-        if token in vocab and vocab[token] != unknown:
-            add(vocab[token])
-    return ids
-
-
-def generation_kwargs(gen: GenerationSettings, processor=None, stop_ids: list[int] | None = None) -> dict:
-    kw = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
-          "repetition_penalty": gen.repetition_penalty}
+def generation_kwargs(gen: GenerationSettings, processor: Any = None,
+                      stop_ids: list[int] | None = None) -> dict[str, Any]:
+    kw: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
+                          "repetition_penalty": gen.repetition_penalty}
     if processor is not None:
         # A generated <|image|> or <|audio|> would make the next step re-embed the media into
         # one position and crash (transformers passes the features again at every step).
@@ -166,12 +156,12 @@ def generation_kwargs(gen: GenerationSettings, processor=None, stop_ids: list[in
 NOTICE_TOKENS = 256
 
 
-def prefill_notice(request, new_tokens: int, done: tuple[int, int] = (0, 0)) -> Notice | None:
+def prefill_notice(request: ModelRequest, new_tokens: int, done: tuple[int, int] = (0, 0)) -> Notice | None:
     """'Reading the image: 1,682 tokens…' for a prefill long enough to be noticed."""
     if new_tokens < NOTICE_TOKENS:
         return None
     images, audios = len(request.images) - done[0], len(request.audios) - done[1]
-    parts = []
+    parts: list[str] = []
     if images:
         parts.append("the image" if images == 1 else f"{images} images")
     if audios:
@@ -180,107 +170,186 @@ def prefill_notice(request, new_tokens: int, done: tuple[int, int] = (0, 0)) -> 
     return Notice(f"{what}: {new_tokens:,} tokens…")
 
 
-def stream_generate(loaded, request, gen: GenerationSettings, cancel: threading.Event,
-                    poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
-                    adapter: str | None = None, yield_point: StoppingCriteria | None = None,
-                    ) -> Iterator[str | Notice | GenerationStats]:
-    """Yield a Notice before a long prefill, text pieces as they are decoded, then one GenerationStats.
+@dataclass
+class _Plan:
+    """What one answer runs: its inputs, the cache it starts from, and how it decodes."""
 
-    The caller may stop iterating at any time: closing this generator sets `cancel`, which
-    the model sees at its next token. An exception inside generate() is re-raised here.
-    With a `prefix_cache`, a prompt that extends an earlier one reuses its KV cache. A
-    `yield_point` is called at each token (urgent requests run there)."""
-    start = time.perf_counter()
+    inputs: BatchFeature
+    prompt_tokens: int
+    media: dict[str, Any]  # the inputs without the media already inside a reused cache
+    cache: Cache
+    reuse: Reuse | None
+    fast: FastDecode | None
+    items: list[str]  # the request's media keys, in prompt order, for the KV-reuse store
+    extra: dict[str, Any] = field(default_factory=dict)  # more for generate() (fast decode's compile config)
+
+    @property
+    def model_inputs(self) -> dict[str, Any]:
+        """What generate() is given: with fast decode a text-only prompt, the media going in
+        through fast.prefill (the compiled decode step must see text only)."""
+        if self.fast:
+            return {"input_ids": self.inputs["input_ids"], "attention_mask": self.inputs["attention_mask"]}
+        return self.media
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.reuse.length if self.reuse else 0
+
+
+def _plan(loaded: LoadedModel, request: ModelRequest, gen: GenerationSettings,
+          prefix_cache: PrefixCache | None, adapter: str | None, allow_fast: bool) -> _Plan:
     inputs = prepare_inputs(loaded, request)
     prompt_tokens = int(inputs["input_ids"].shape[1])
-    limit = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
+    model = loaded.model
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     if limit and prompt_tokens + gen.max_new_tokens > limit:
         raise UserInputError(
             f"The conversation is {prompt_tokens} tokens long and {gen.max_new_tokens} new tokens were asked for; "
             f"the model's context window is {limit} tokens. Clear the chat, shorten the message or lower max new tokens."
         )
-    model = loaded.model
-    fast = loaded.fast
+    fast = loaded.fast if allow_fast else None
     length = fast.cache_length(model.config, prompt_tokens + gen.max_new_tokens) if fast else None
     if length is None:
         fast = None  # too long for the static cache: the ordinary path
     reuse = None
     if prefix_cache is not None:
-        processor = loaded.processor
-        items = [m.key for m in request.media]
-        switch = rope_switch(model.config)
-
-        def accept(c, n: int) -> bool:
-            if switch and prompt_tokens > switch and n <= switch:
-                return False  # generate() would drop it and recompute everything
-            return fast.owns(c, length) if fast else isinstance(c, DynamicCache)
-
-        reuse = prefix_cache.take(inputs["input_ids"][0], request.media, adapter,
-                                  processor.image_token_id, processor.audio_token_id, accept)
+        reuse = _reusable(loaded, request, inputs, prefix_cache, adapter, fast, length)
+    cache: Cache
     if reuse:
         cache = reuse.cache
-    elif fast:
+    elif fast and length:
         cache = fast.fresh_cache(model, length, prefix_cache)
     else:
         cache = DynamicCache(config=model.config)
-    model_inputs = slice_media(inputs, reuse) if reuse else inputs
-    notice = prefill_notice(request, prompt_tokens - (reuse.length if reuse else 0),
-                            (reuse.images_done, reuse.audios_done) if reuse else (0, 0))
+    media: dict[str, Any] = dict(slice_media(inputs, reuse) if reuse else inputs)
+    plan = _Plan(inputs, prompt_tokens, media, cache, reuse, fast, [m.key for m in request.media])
+    if fast:
+        plan.extra["compile_config"] = fast.compile_config(loaded.device)
+    return plan
+
+
+def _reusable(loaded: LoadedModel, request: ModelRequest, inputs: BatchFeature, prefix_cache: PrefixCache,
+              adapter: str | None, fast: FastDecode | None, length: int | None) -> Reuse | None:
+    """The KV cache of an earlier turn this prompt extends, cropped to the shared prefix."""
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    switch = rope_switch(loaded.model.config)
+
+    def accept(c: object, n: int) -> bool:
+        if switch and prompt_tokens > switch and n <= switch:
+            return False  # generate() would drop it and recompute everything
+        return fast.owns(c, length) if fast and length else isinstance(c, DynamicCache)
+
+    processor = loaded.processor
+    return prefix_cache.take(inputs["input_ids"][0], request.media, adapter,
+                             processor.image_token_id, processor.audio_token_id, accept)
+
+
+def _generate(loaded: LoadedModel, plan: _Plan, gen: GenerationSettings, cancel: threading.Event,
+              streamer: CountingStreamer, yield_point: StoppingCriteria | None) -> GenerateDecoderOnlyOutput:
+    """generate() itself: sequences and the cache it ended with."""
+    model = loaded.model
+    if gen.seed is not None:
+        torch.manual_seed(gen.seed)
+    criteria = StoppingCriteriaList([CancelCriteria(cancel)] + ([yield_point] if yield_point else []))
+    with torch.inference_mode():
+        if plan.fast:
+            plan.fast.prefill(model, plan.inputs, plan.media, plan.cache, plan.cached_tokens)
+        # The checker cannot bind generate(): transformers types its `self` as a protocol that
+        # only some of its models satisfy on paper.
+        generate = model.generate  # pyright: ignore[reportAttributeAccessIssue]
+        out = generate(**plan.model_inputs, cache=plan.cache, streamer=streamer, return_dict_in_generate=True,
+                       stopping_criteria=criteria, **generation_kwargs(gen, loaded.processor, loaded.stop_ids),
+                       **plan.extra)
+    if not isinstance(out, GenerateDecoderOnlyOutput):
+        raise TypeError(f"generate() returned a {type(out).__name__}, not its output with the cache")
+    return out
+
+
+def _keep_for_reuse(prefix_cache: PrefixCache, plan: _Plan, out: GenerateDecoderOnlyOutput,
+                    adapter: str | None) -> None:
+    # The cache generate() ended with: not ours when it started afresh at the RoPE switch.
+    used = out.cache if out.cache is not None else plan.cache
+    if used.get_seq_length() > 0:
+        prefix_cache.put(out.sequences[0], used, adapter, plan.items)
+
+
+def _stats(plan: _Plan, streamer: CountingStreamer, start: float, end: float, cancelled: bool,
+           gen: GenerationSettings) -> GenerationStats:
+    first = streamer.first_token_at or end
+    n = streamer.new_tokens
+    decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
+    return GenerationStats(plan.prompt_tokens, n, first - start, end - start, decode, cancelled,
+                           plan.cached_tokens, plan.fast is not None,
+                           finish_reason(cancelled, n, gen.max_new_tokens))
+
+
+def _pieces(streamer: CountingStreamer, done: threading.Event) -> Iterator[str]:
+    """The streamer's text as it comes, until generate() has ended."""
+    pieces = iter(streamer)
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration:
+            return
+        except queue.Empty:
+            if not done.is_set():
+                continue
+            return
+        if piece:
+            yield piece
+
+
+def stream_generate(loaded: LoadedModel, request: ModelRequest, gen: GenerationSettings, cancel: threading.Event,
+                    poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
+                    adapter: str | None = None, yield_point: StoppingCriteria | None = None,
+                    inline: bool = False) -> Iterator[Piece]:
+    """Yield a Notice before a long prefill, text pieces as they are decoded, then one GenerationStats.
+
+    The caller may stop iterating at any time: closing this generator sets `cancel`, which
+    the model sees at its next token. An exception inside generate() is re-raised here.
+    With a `prefix_cache`, a prompt that extends an earlier one reuses its KV cache. A
+    `yield_point` is called at each token (urgent requests run there).
+
+    `inline`: generate() runs on this thread instead of the model's worker, and the text comes
+    once it has ended — for an urgent request run inside a running answer's generate(), which
+    is on the worker already. Never with fast decode: its compiled step and static caches
+    belong to the answer."""
+    start = time.perf_counter()
+    plan = _plan(loaded, request, gen, prefix_cache, adapter, allow_fast=not inline)
+    notice = _notice(request, plan)
     if notice:
         yield notice
-    extra = {}
-    if fast:
-        # generate() gets a text-only prompt: the media go in through fast.prefill below.
-        media, model_inputs = model_inputs, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-        extra["compile_config"] = fast.compile_config(loaded.device)
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
     errors: list[BaseException] = []
-    produced: list = []  # generate()'s output (sequences and the cache it ended with)
+    produced: list[GenerateDecoderOnlyOutput] = []
 
-    def run():
+    def run() -> None:
         try:
-            if gen.seed is not None:
-                torch.manual_seed(gen.seed)
-            with torch.inference_mode():
-                if fast:
-                    fast.prefill(model, inputs, media, cache, reuse.length if reuse else 0)
-                produced.append(model.generate(
-                    **model_inputs, cache=cache, streamer=streamer, return_dict_in_generate=True,
-                    stopping_criteria=StoppingCriteriaList([CancelCriteria(cancel)] + ([yield_point] if yield_point else [])),
-                    **generation_kwargs(gen, loaded.processor, loaded.stop_ids), **extra))
+            produced.append(_generate(loaded, plan, gen, cancel, streamer, yield_point))
         except BaseException as e:  # noqa: BLE001 - forwarded to the reader below
             errors.append(e)
             streamer.end()  # never leave the reader waiting
 
-    done = loaded.worker.submit(run)
+    if inline:
+        run()
+        done = threading.Event()
+        done.set()
+    else:
+        done = loaded.worker.submit(run)
     try:
-        pieces = iter(streamer)
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration:
-                break
-            except queue.Empty:
-                if not done.is_set():
-                    continue
-                break
-            if piece:
-                yield piece
+        yield from _pieces(streamer, done)
         done.wait()
         if errors:
             raise errors[0]
         end = time.perf_counter()
         if prefix_cache is not None and produced:
-            # The cache generate() ended with: not ours when it started afresh at the RoPE switch.
-            used = produced[0].cache if produced[0].cache is not None else cache
-            if used.get_seq_length() > 0:
-                prefix_cache.put(produced[0].sequences[0], used, adapter, items)
-        first = streamer.first_token_at or end
-        n = streamer.new_tokens
-        decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
-        yield GenerationStats(prompt_tokens, n, first - start, end - start, decode, cancel.is_set(),
-                              reuse.length if reuse else 0, fast is not None,
-                              finish_reason(cancel.is_set(), n, gen.max_new_tokens))
+            _keep_for_reuse(prefix_cache, plan, produced[0], adapter)
+        yield _stats(plan, streamer, start, end, cancel.is_set(), gen)
     finally:
         cancel.set()
         done.wait()
+
+
+def _notice(request: ModelRequest, plan: _Plan) -> Notice | None:
+    return prefill_notice(request, plan.prompt_tokens - plan.cached_tokens,
+                          (plan.reuse.images_done, plan.reuse.audios_done) if plan.reuse else (0, 0))

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any, Callable, Iterator
 
 import numba
 import numpy as np
@@ -38,9 +38,12 @@ from torch import nn
 from transformers import AutoConfig, GenerationConfig, Phi4MultimodalForCausalLM
 from transformers.initialization import no_init_weights
 
+from phi_demo.caches import ByteLRU, register
 from phi_demo.engine.int4_cache import (
     QUANTIZER_VERSION,
     CacheDamaged,
+    Expected,
+    Int4Cache,
     cache_key,
     checkpoint_identity,
     describe_difference,
@@ -135,23 +138,25 @@ def pack_block() -> int:
     return _pack_block
 
 
-_scratch: dict = {}
-_scratch_lock = threading.Lock()
+# A dense weight of each shape (per thread and dtype), reused by every layer of that shape: the
+# largest, gate_up at full size, is 100 MB in bf16 and 200 MB in float32.
+SCRATCH_BUDGET_BYTES = 1 << 30
+_ScratchKey = tuple[int, tuple[int, ...], torch.dtype]
+_scratch: ByteLRU[_ScratchKey, torch.Tensor] = register(
+    "int4 dequantization buffers", ByteLRU(SCRATCH_BUDGET_BYTES, lambda t: t.nbytes), model_tied=True)
 
 
-def _buffer(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+def _buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """One dequantization buffer per weight shape, shared by all layers: they run one after another."""
-    key = (threading.get_ident(), shape, dtype)
-    with _scratch_lock:
-        buf = _scratch.get(key)
-        if buf is None:
-            buf = _scratch[key] = torch.empty(shape, dtype=dtype)
-        return buf
+    return _scratch.get_or_make((threading.get_ident(), shape, dtype), lambda: torch.empty(shape, dtype=dtype))
 
 
 class Int4Linear(nn.Linear):
+    qweight: torch.Tensor  # packed for the kernel: [out padded, in / 2] bytes
+    scales_zeros: torch.Tensor  # [in / group, out padded, 2] in the compute dtype
+
     def __init__(self, in_features: int, out_features: int, packed: torch.Tensor, scales_zeros: torch.Tensor,
-                 group: int, bias: torch.Tensor | None = None):
+                 group: int, bias: torch.Tensor | None = None) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features, self.group = in_features, out_features, group
         self.compute_dtype = scales_zeros.dtype  # peft reads it for the LoRA weights' dtype
@@ -167,12 +172,14 @@ class Int4Linear(nn.Linear):
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> "Int4Linear":
         out_features, in_features = weight.shape
         group = group_size(in_features)
+        if group is None:
+            raise ValueError(f"no int4 group size divides {in_features} input features")
         packed, scales_zeros = quantize_weight(weight, group, dtype)
         return cls(in_features, out_features, packed, scales_zeros, group, bias)
 
     @property
     def padded_out(self) -> int:
-        return self.qweight.shape[0]
+        return int(self.qweight.shape[0])
 
     @property
     def dense_dtype(self) -> torch.dtype:
@@ -224,7 +231,8 @@ _numba_lock = threading.Lock()
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _dequantize_row(packed, scale, zero, g, kk, row):  # pragma: no cover - compiled by numba
+def _dequantize_row(packed: np.ndarray, scale: np.ndarray, zero: np.ndarray, g: int, kk: int,
+                    row: np.ndarray) -> None:  # pragma: no cover - compiled by numba
     """row[n] = w.T[kk] from the kernel's layout: packed[n / B, k, B / 2] (B = pack_block())
     holds output rows b*B + r in the low nibble and b*B + B/2 + r in the high one; w = (q - 8) * scale + zero,
     with scale and zero [k / group, n]."""
@@ -238,13 +246,15 @@ def _dequantize_row(packed, scale, zero, g, kk, row):  # pragma: no cover - comp
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _dequantize_f32(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
+def _dequantize_f32(packed: np.ndarray, scale: np.ndarray, zero: np.ndarray, group: int,
+                    out: np.ndarray) -> None:  # pragma: no cover - compiled by numba
     for kk in numba.prange(packed.shape[1]):
         _dequantize_row(packed, scale, zero, kk // group, kk, out[kk])
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _dequantize_bf16(packed, scale, zero, group, out):  # pragma: no cover - compiled by numba
+def _dequantize_bf16(packed: np.ndarray, scale: np.ndarray, zero: np.ndarray, group: int,
+                     out: np.ndarray) -> None:  # pragma: no cover - compiled by numba
     """As _dequantize_f32, written as bfloat16 bits (numpy has no bfloat16): each row goes
     through float32, then rounds to nearest even as torch's own conversion does."""
     for kk in numba.prange(packed.shape[1]):
@@ -286,7 +296,10 @@ class Int8Embedding(nn.Embedding):
     """The token embedding in int8, one scale per row (symmetric): half of bf16's 1.2 GB at
     full size. A lookup dequantizes only the rows it reads."""
 
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None, dtype: torch.dtype):
+    qweight: torch.Tensor  # [rows, dim] int8
+    scale: torch.Tensor  # [rows, 1] float32
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None, dtype: torch.dtype) -> None:
         nn.Module.__init__(self)
         self.num_embeddings, self.embedding_dim = qweight.shape
         self.padding_idx, self.max_norm, self.norm_type = padding_idx, None, 2.0
@@ -315,26 +328,28 @@ class Int8Embedding(nn.Embedding):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"
 
 
-def quantized_modules(model) -> list[str]:
+def quantized_modules(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, (Int4Linear, Int8Embedding))]
 
 
-def quantization_plan(model) -> dict[str, dict]:
+def quantization_plan(model: nn.Module) -> dict[str, dict[str, Any]]:
     """What load_int4 quantizes, read from the model's skeleton: module name -> kind and sizes."""
-    plan = {}
+    plan: dict[str, dict[str, Any]] = {}
     for name, m in model.named_modules():
         if TARGETS.search(name) and isinstance(m, nn.Linear) and group_size(m.in_features) is not None:
             plan[name] = {"kind": "int4", "in": m.in_features, "out": m.out_features,
                           "group": group_size(m.in_features)}
-    embedding = model.get_submodule(EMBEDDING)
+    embedding = _embedding(model, EMBEDDING)
     plan[EMBEDDING] = {"kind": "int8", "rows": embedding.num_embeddings, "dim": embedding.embedding_dim}
     return plan
 
 
-def expected_tensors(model, plan: dict, dtype: torch.dtype) -> tuple[dict, set]:
+def expected_tensors(model: nn.Module, plan: dict[str, dict[str, Any]],
+                     dtype: torch.dtype) -> tuple[Expected, set[str]]:
     """(name -> (dtype, shape) of every tensor a loaded int4 model holds, the names that may
     be missing), from the skeleton: what a cache entry must contain."""
-    spec, optional = {}, set()
+    spec: Expected = {}
+    optional: set[str] = set()
     for name, t in model.state_dict(keep_vars=True).items():
         if name.rpartition(".")[0] not in plan:
             spec[name] = (t.dtype, tuple(t.shape))
@@ -351,7 +366,8 @@ def expected_tensors(model, plan: dict, dtype: torch.dtype) -> tuple[dict, set]:
     return spec, optional
 
 
-def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress: Callable[[str], None] | None = None):
+def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache: Int4Cache | None = None,
+              progress: Callable[[str], None] | None = None) -> Phi4MultimodalForCausalLM:
     """Phi4MultimodalForCausalLM from `folder` with its decoder linears and LM head in int4,
     quantized one tensor at a time as the checkpoint is read — or, when `cache` (an
     int4_cache.Int4Cache) holds this checkpoint already, mapped from there. `progress` gets
@@ -417,7 +433,7 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress:
     _quantize_from_checkpoint(model, folder, files, weight_map, dtype)
     log.info("int4: quantized %s in %.1f s", folder, time.perf_counter() - start)
     _check_complete(model)
-    if cache is not None:
+    if cache is not None and key is not None and parts is not None:
         say("Writing the int4 weights to the cache, so that the next start skips quantizing…")
         written = cache.write(key, parts, model.state_dict())
         log.info("%s", written)
@@ -425,7 +441,7 @@ def load_int4(folder: Path, dtype: torch.dtype, attn: str, cache=None, progress:
     return _finish(model, folder, note, GenerationConfig)
 
 
-def _skeleton(folder: Path, dtype: torch.dtype, attn: str):
+def _skeleton(folder: Path, dtype: torch.dtype, attn: str) -> Phi4MultimodalForCausalLM:
     """The model with its parameters on the meta device (buffers are real)."""
 
     config = AutoConfig.from_pretrained(folder)
@@ -437,7 +453,8 @@ def _skeleton(folder: Path, dtype: torch.dtype, attn: str):
         return Phi4MultimodalForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
 
 
-def _fill(model, plan: dict, tensors: dict, dtype: torch.dtype) -> None:
+def _fill(model: nn.Module, plan: dict[str, dict[str, Any]], tensors: dict[str, torch.Tensor],
+          dtype: torch.dtype) -> None:
     """The skeleton's quantized modules and every other tensor, from a cache entry's tensors
     (mapped: nothing is copied)."""
 
@@ -448,7 +465,7 @@ def _fill(model, plan: dict, tensors: dict, dtype: torch.dtype) -> None:
                                              tensors.pop(name + ".scales_zeros"), p["group"],
                                              tensors.pop(name + ".bias", None)))
         else:
-            padding = model.get_submodule(name).padding_idx
+            padding = _embedding(model, name).padding_idx
             _replace(model, name, Int8Embedding(tensors.pop(name + ".qweight"), tensors.pop(name + ".scale"),
                                                 padding, dtype))
     for name, tensor in tensors.items():
@@ -456,20 +473,22 @@ def _fill(model, plan: dict, tensors: dict, dtype: torch.dtype) -> None:
     _check_complete(model)
 
 
-def _check_complete(model) -> None:
+def _check_complete(model: nn.Module) -> None:
     missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if missing:
         raise ValueError(f"the checkpoint lacks {len(missing)} weights, e.g. {', '.join(missing[:3])}")
 
 
-def _finish(model, folder: Path, note: str, generation_config):
+def _finish(model: Phi4MultimodalForCausalLM, folder: Path, note: str,
+            generation_config: type[GenerationConfig]) -> Phi4MultimodalForCausalLM:
     if (folder / "generation_config.json").is_file():
         model.generation_config = generation_config.from_pretrained(folder)
-    model.int4_cache_note = note
+    # A plain attribute the loader reads; nn.Module's __setattr__ is typed for tensors and modules only.
+    model.int4_cache_note = note  # pyright: ignore[reportArgumentType, reportAttributeAccessIssue]
     return model.eval()
 
 
-def _quantize_from_checkpoint(model, folder: Path, files: list[str], weight_map: dict | None,
+def _quantize_from_checkpoint(model: nn.Module, folder: Path, files: list[str], weight_map: dict[str, str] | None,
                               dtype: torch.dtype) -> None:
     """Read the checkpoint tensor by tensor into the skeleton, quantizing each target weight."""
 
@@ -478,7 +497,7 @@ def _quantize_from_checkpoint(model, folder: Path, files: list[str], weight_map:
     weights: dict[str, torch.Tensor] = {}
     # Phi-4's LM head shares the embedding's weights (tie_word_embeddings): the checkpoint
     # then holds no lm_head.weight, and the head is quantized from the embedding.
-    names = weight_map
+    names: dict[str, Any] | None = weight_map
     if names is None:
         with open(folder / files[0], "rb") as fh:
             names = _header(fh)
@@ -491,8 +510,8 @@ def _quantize_from_checkpoint(model, folder: Path, files: list[str], weight_map:
             if key == EMBEDDING + ".weight":
                 if tied:
                     _replace(model, "lm_head", Int4Linear.from_weight(tensor, None, dtype))
-                embedding = model.get_submodule(EMBEDDING)
-                _replace(model, EMBEDDING, Int8Embedding.from_weight(tensor, embedding.padding_idx, dtype))
+                padding = _embedding(model, EMBEDDING).padding_idx
+                _replace(model, EMBEDDING, Int8Embedding.from_weight(tensor, padding, dtype))
                 continue
             if module in targets and param in ("weight", "bias"):
                 (weights if param == "weight" else biases)[module] = tensor
@@ -515,7 +534,7 @@ _DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "
            "BOOL": torch.bool}
 
 
-def read_safetensors(path: Path):
+def read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for each tensor of a .safetensors file, each read into memory of its own.
 
     Not memory-mapped on purpose: pages of a mapped file that were read stay resident (and
@@ -536,12 +555,19 @@ def read_safetensors(path: Path):
             yield name, tensor.reshape(meta["shape"])
 
 
-def _header(fh) -> dict:
+def _header(fh: IO[bytes]) -> dict[str, Any]:
     """A .safetensors file's header (tensor names to dtype, shape and offsets); leaves `fh`
     at the first tensor's bytes."""
     return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
 
 
-def _replace(model, name: str, module: nn.Module) -> None:
+def _embedding(model: nn.Module, name: str) -> nn.Embedding:
+    embedding = model.get_submodule(name)
+    if not isinstance(embedding, nn.Embedding):
+        raise ValueError(f"{name} is a {type(embedding).__name__}, not the token embedding")
+    return embedding
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -49,14 +49,16 @@ import re
 import shutil
 import time
 import zlib
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from phi_demo.errors import SettingError
-from phi_demo.settings import cache_root, parse_size
+from phi_demo.settings import AppSettings, cache_root, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,15 @@ DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}
 NAMES = {v: k for k, v in DTYPES.items()}
+# Name -> (dtype, shape) of every tensor an entry must hold.
+Expected = dict[str, tuple[torch.dtype, tuple[int, ...]]]
 
 
 class CacheDamaged(Exception):
     """An entry under the wanted key that cannot be used; the message says why."""
 
 
-def checkpoint_identity(folder: Path, files: list[str]) -> dict:
+def checkpoint_identity(folder: Path, files: list[str]) -> dict[str, Any]:
     """Who the checkpoint is, from metadata only: a hub snapshot's folder is named after its
     commit (immutable); a local folder is its index (or single file's name), config.json and
     each weight file's size and mtime_ns. The folder's path is left out, so a moved folder
@@ -97,7 +101,7 @@ def checkpoint_identity(folder: Path, files: list[str]) -> dict:
         return {"hub": folder.parent.parent.name, "commit": folder.name}
     index = folder / "model.safetensors.index.json"
     config = folder / "config.json"
-    ident: dict = {"index_sha256": _sha256(index.read_bytes()) if index.is_file() else None,
+    ident: dict[str, Any] = {"index_sha256": _sha256(index.read_bytes()) if index.is_file() else None,
                    "config_sha256": _sha256(config.read_bytes()) if config.is_file() else None}
     if not index.is_file():
         ident["single"] = files[0]
@@ -105,10 +109,10 @@ def checkpoint_identity(folder: Path, files: list[str]) -> dict:
     return ident
 
 
-def cache_key(identity: dict, **parts) -> tuple[str, dict]:
+def cache_key(identity: dict[str, Any], **parts: object) -> tuple[str, dict[str, Any]]:
     """(key, the parts it was made of): the parts go into the manifest, readable."""
-    parts = {"checkpoint": identity, **parts}
-    return _sha256(json.dumps(parts, sort_keys=True).encode())[:24], parts
+    made_of: dict[str, Any] = {"checkpoint": identity, **parts}
+    return _sha256(json.dumps(made_of, sort_keys=True).encode())[:24], made_of
 
 
 @dataclass
@@ -121,7 +125,7 @@ class Entry:
 class Int4Cache:
     """A folder of entries, at most `budget` bytes; the least recently used go first."""
 
-    def __init__(self, root: str | os.PathLike, budget: int):
+    def __init__(self, root: str | os.PathLike, budget: int) -> None:
         self.root = Path(root).expanduser()
         self.budget = int(budget)
 
@@ -129,7 +133,7 @@ class Int4Cache:
         return self.root / key
 
     # --- reading -------------------------------------------------------------------
-    def read(self, key: str, expected: dict[str, tuple[torch.dtype, tuple]], optional: set[str] = frozenset(),
+    def read(self, key: str, expected: Expected, optional: AbstractSet[str] = frozenset(),
              ) -> dict[str, torch.Tensor] | None:
         """The entry's tensors, memory-mapped (None if there is none). `expected` is name ->
         (dtype, shape) from the model skeleton; names in `optional` may be absent. Raises
@@ -148,7 +152,7 @@ class Int4Cache:
             pass
         return tensors
 
-    def _read(self, folder: Path, key: str, expected, optional) -> dict[str, torch.Tensor]:
+    def _read(self, folder: Path, key: str, expected: Expected, optional: AbstractSet[str]) -> dict[str, torch.Tensor]:
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
         except FileNotFoundError:
@@ -186,6 +190,8 @@ class Int4Cache:
                 raise CacheDamaged(f"{name} is {meta['dtype']} {meta['shape']} in the cache, the model wants "
                                    f"{NAMES.get(dtype, dtype)} {list(shape)}")
         storage = torch.UntypedStorage.from_file(str(path), False, size)  # private mapping: never written back
+        if not isinstance(storage, torch.UntypedStorage):
+            raise TypeError(f"torch mapped {path} as a {type(storage).__name__}")
         if VERIFY_DATA:
             crcs = manifest["files"][WEIGHTS].get("crc32")
             if not isinstance(crcs, list) or len(crcs) != -(-size // CRC_CHUNK):
@@ -194,17 +200,14 @@ class Int4Cache:
             if bad is not None:
                 raise CacheDamaged(f"{WEIGHTS} has changed since it was written (checksum of bytes "
                                    f"{bad * CRC_CHUNK:,}-{min(size, (bad + 1) * CRC_CHUNK):,})")
-        tensors = {}
+        tensors: dict[str, torch.Tensor] = {}
         for name, meta in header.items():
-            dtype = DTYPES[meta["dtype"]]
             start, _ = meta["data_offsets"]
-            t = torch.empty(0, dtype=dtype)
-            t.set_(storage, (base + start) // t.element_size(), tuple(meta["shape"]))
-            tensors[name] = t
+            tensors[name] = _mapped(storage, base + start, DTYPES[meta["dtype"]], tuple(meta["shape"]))
         return tensors
 
     # --- writing -------------------------------------------------------------------
-    def write(self, key: str, parts: dict, tensors: dict[str, torch.Tensor]) -> str:
+    def write(self, key: str, parts: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
         """Store `tensors` under `key`; returns what happened, in a sentence for the log.
         Failures (disk full, a read-only folder) are reported, never raised: the model is
         loaded either way."""
@@ -385,7 +388,7 @@ def _write_safetensors(path: Path, header: bytes, tensors: list[torch.Tensor]) -
         for t in tensors:
             if t.numel() == 0:
                 continue
-            data = memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+            data = memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
             fh.write(data)
             crc.update(data)
         fh.flush()
@@ -394,7 +397,7 @@ def _write_safetensors(path: Path, header: bytes, tensors: list[torch.Tensor]) -
 
 
 class _ChunkCrc:
-    def __init__(self):
+    def __init__(self) -> None:
         self.crcs: list[int] = []
         self.crc = 0
         self.fill = 0
@@ -415,13 +418,22 @@ class _ChunkCrc:
         return self.crcs
 
 
-def _first_bad_chunk(storage, size: int, crcs: list[int]) -> int | None:
+def _mapped(storage: torch.UntypedStorage, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor over `storage` from byte `offset` (nothing is copied)."""
+    t = torch.empty(0, dtype=dtype)
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return t.set_(storage, offset // t.element_size(), shape, tuple(strides))
+
+
+def _first_bad_chunk(storage: torch.UntypedStorage, size: int, crcs: list[int]) -> int | None:
     """The index of the first CRC_CHUNK whose CRC differs, or None. zlib releases the GIL on
     large buffers, so the chunks are checked on all cores."""
-    data = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (size,)).numpy()
+    data = _mapped(storage, 0, torch.uint8, (size,)).numpy()
 
     def check(i: int) -> bool:
-        return zlib.crc32(memoryview(data[i * CRC_CHUNK:(i + 1) * CRC_CHUNK])) == crcs[i]
+        return zlib.crc32(data[i * CRC_CHUNK:(i + 1) * CRC_CHUNK].data) == crcs[i]
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         ok = list(pool.map(check, range(len(crcs))))
@@ -455,7 +467,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def from_settings(settings) -> Int4Cache | None:
+def from_settings(settings: AppSettings) -> Int4Cache | None:
     """The cache `--int4-cache`/`--int4-cache-budget` ask for; None when switched off.
     SettingError for a budget that is not a size."""
 

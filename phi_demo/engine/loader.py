@@ -11,19 +11,29 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
-from peft import PeftConfig
+from peft import LoraConfig, PeftConfig
 from peft.tuners.tuners_utils import check_target_module_exists
 from safetensors import safe_open
-from transformers import AutoProcessor, BitsAndBytesConfig, Phi4MultimodalForCausalLM
+from transformers import (
+    AutoProcessor,
+    BitsAndBytesConfig,
+    Phi4MultimodalForCausalLM,
+    Phi4MultimodalProcessor,
+    PreTrainedTokenizerBase,
+)
 from transformers.initialization import no_init_weights
+from transformers.models.phi4_multimodal.modeling_phi4_multimodal import Phi4MultimodalVisionAttention
 from transformers.utils import logging as hf_logging
 
+from phi_demo import caches
 from phi_demo.engine import zerogpu
-from phi_demo.engine.generation import stop_token_ids
+from phi_demo.engine.fast_decode import FastDecode
 from phi_demo.engine.image_cache import CachedImageProcessor
 from phi_demo.engine.int4 import check_kernel, load_int4
+from phi_demo.engine.int4_cache import Int4Cache
 from phi_demo.engine.prefix_cache import PrefixCache
 from phi_demo.engine.worker import GenerationWorker
 from phi_demo.errors import HOW_TO_FIX, ModelUnavailable
@@ -32,44 +42,12 @@ ADAPTERS = {"vision": "vision-lora", "speech": "speech-lora"}
 log = logging.getLogger(__name__)
 
 
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps and mps.is_available())
-
-
-def resolve_device(spec: str) -> str:
-    """auto: CUDA, else Apple's mps, else the CPU. An explicit device that is not there is refused."""
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else ("mps" if _mps_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable("A CUDA device was asked for, but no CUDA GPU is visible. Use --device cpu.")
-    if spec == "mps" and not _mps_available():
-        raise ModelUnavailable("The mps device (Apple Silicon) was asked for, but torch reports it unavailable. "
-                               "Use --device cpu.")
-    if spec != "cpu" and not spec.startswith(("cuda", "mps")):
-        raise ModelUnavailable(f"Unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps.")
-    return spec
-
-
-def resolve_dtype(spec: str, device: str, tiny: bool) -> str:
-    if spec != "auto":
-        return spec
-    if zerogpu.enabled():
-        return "bfloat16"  # ZeroGPU's cards (A100/H200) all have it; its emulated CUDA cannot be asked
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device == "mps":
-        return "float32" if tiny else "float16"  # bf16 on mps needs macOS 14; fp16 runs everywhere
-    # The real model in float32 would need ~22 GB of RAM; the tiny one is happiest in float32.
-    return "float32" if tiny else "bfloat16"
-
-
-def fix_vision_attention(model) -> int:
+def fix_vision_attention(model: torch.nn.Module) -> int:
     """SigLIP attends both ways, but the vision attention modules declare is_causal=True:
     sdpa/flash then mask the future for crops without padding. Returns how many were fixed."""
     n = 0
     for module in model.modules():
-        if type(module).__name__ == "Phi4MultimodalVisionAttention" and getattr(module, "is_causal", False):
+        if isinstance(module, Phi4MultimodalVisionAttention) and module.is_causal:
             module.is_causal = False
             n += 1
     return n
@@ -78,11 +56,11 @@ def fix_vision_attention(model) -> int:
 class _NoPooling(torch.nn.Module):
     """Stands in for the vision tower's attention-pooling head, whose output Phi-4 never uses."""
 
-    def forward(self, hidden_state, attention_mask=None):
+    def forward(self, hidden_state: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
         return None
 
 
-def skip_vision_pooling(model) -> bool:
+def skip_vision_pooling(model: torch.nn.Module) -> bool:
     """Phi-4 takes its image features from the vision tower's hidden states; the SigLIP
     pooling head's output is computed and thrown away. On the CPU in bf16 that head
     (torch's MultiheadAttention with a padding mask) took 4-5 s and 5.4 GB per image at full
@@ -95,10 +73,42 @@ def skip_vision_pooling(model) -> bool:
     return True
 
 
+# The tokens that end an answer whatever the checkpoint's generation config says: Phi-4 ends
+# its turn with <|end|>, and <|endoftext|> ends a document.
+END_TOKENS = ("<|end|>", "<|endoftext|>")
+
+
+def stop_token_ids(model: object, tokenizer: PreTrainedTokenizerBase | None) -> list[int]:
+    """Every id that ends an answer: the checkpoint's own eos (generation config, then model
+    config) plus END_TOKENS where the tokenizer has them.
+
+    A converted checkpoint's generation_config.json may name only <|endoftext|> (199999), as
+    `save_pretrained` derives it from config.json; the model ends each turn with <|end|>
+    (200020), so relying on the file alone would run every answer on into made-up turns."""
+    ids: list[int] = []
+
+    def add(value: object) -> None:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    add(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    add(getattr(getattr(model, "config", None), "eos_token_id", None))
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    vocab: dict[str, int] = tokenizer.get_vocab() if tokenizer is not None else {}
+    for token in END_TOKENS:
+        if token in vocab and vocab[token] != unknown:
+            add(vocab[token])
+    return ids
+
+
 @dataclass
 class LoadedModel:
-    model: object
-    processor: object
+    """The model and what belongs to its life: processor, adapters, KV-reuse store, the worker
+    thread that generates, fast decode's compiled step. `release()` frees all of it."""
+
+    model: Phi4MultimodalForCausalLM
+    processor: Phi4MultimodalProcessor
     folder: Path
     device: str
     dtype: str
@@ -107,15 +117,17 @@ class LoadedModel:
     adapters: list[str] = field(default_factory=list)
     prefix_cache: PrefixCache = field(default_factory=PrefixCache)
     worker: GenerationWorker = field(default_factory=GenerationWorker)
-    fast: object = None  # a FastDecode once --fast-decode has compiled
+    fast: FastDecode | None = None  # once --fast-decode has compiled
     fast_error: str | None = None  # why fast decode could not be used
+    int4_cache_note: str = ""  # what the int4 cache did at load (read, written, rebuilt)
     _stop_ids: list[int] | None = field(default=None, repr=False)
+    _released: bool = field(default=False, repr=False)
 
     @property
     def stop_ids(self) -> list[int]:
-        """The ids that end an answer (generation.stop_token_ids), worked out once."""
+        """The ids that end an answer (stop_token_ids), worked out once."""
         if self._stop_ids is None:
-            self._stop_ids = stop_token_ids(self.model, getattr(self.processor, "tokenizer", None))
+            self._stop_ids = stop_token_ids(self.model, self.processor.tokenizer)
         return self._stop_ids
 
     @property
@@ -136,16 +148,20 @@ class LoadedModel:
         if self.fast is not None:
             self.fast = None
             self.prefix_cache.clear()  # its entries may hold the static caches
-            if self.model is not None and hasattr(self.model, "_compiled_call"):
+            if not self._released and hasattr(self.model, "_compiled_call"):
                 del self.model._compiled_call
             torch._dynamo.reset()
 
     def release(self) -> None:
+        """Free the model and everything tied to it, the process-wide caches of its work included."""
         self.prefix_cache.clear()
         self.worker.stop()
         self.drop_compiled()
-        self.model = None
-        self.processor = None
+        caches.clear_all(model_tied_only=True)
+        # Callers may still hold this object (a reader that has not noticed): dropping the
+        # references here is what lets the memory go.
+        self._released = True
+        del self.model, self.processor
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -165,7 +181,7 @@ def adapter_modules(path: Path) -> set[str]:
     return {m.group("module") for k in keys if (m := _LORA_KEY.match(k))}
 
 
-def adapter_config(folder: Path, name: str, model):
+def adapter_config(folder: Path, name: str, model: torch.nn.Module) -> PeftConfig:
     """The adapter's config, with LoRA only where its file has weights.
 
     The hub's adapter configs name target modules by their last part (qkv_proj, o_proj, ...),
@@ -176,8 +192,8 @@ def adapter_config(folder: Path, name: str, model):
 
     config = PeftConfig.from_pretrained(str(folder))
     weights = folder / ADAPTER_FILE
-    if not weights.is_file():
-        return config  # a .bin adapter: peft's own matching, as written
+    if not isinstance(config, LoraConfig) or not weights.is_file():
+        return config  # a .bin adapter (or not LoRA): peft's own matching, as written
     present = adapter_modules(weights)
     named = [n for n, _ in model.named_modules() if check_target_module_exists(config, n)]
     skipped = [n for n in named if n not in present]
@@ -189,7 +205,7 @@ def adapter_config(folder: Path, name: str, model):
     return config
 
 
-def _lora_bytes(module, rank: int) -> int:
+def _lora_bytes(module: torch.nn.Module, rank: int) -> int:
     """Bytes of a rank-`rank` LoRA pair on a linear layer (0 for anything else)."""
     w = getattr(module, "weight", None)
     if w is None or w.dim() != 2:
@@ -198,7 +214,7 @@ def _lora_bytes(module, rank: int) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def _quiet_transformers() -> Iterator[None]:
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -210,8 +226,10 @@ def _quiet_transformers():
         hf_logging.set_verbosity(before)
 
 
-def load_processor(folder: Path):
+def load_processor(folder: Path) -> Phi4MultimodalProcessor:
     processor = AutoProcessor.from_pretrained(folder)
+    if not isinstance(processor, Phi4MultimodalProcessor):
+        raise ValueError(f"{folder} holds a {type(processor).__name__}, not Phi-4-multimodal's processor")
     if CachedImageProcessor.applies_to(getattr(processor, "image_processor", None)):
         processor.image_processor = CachedImageProcessor(processor.image_processor)
     # Reloading from a folder drops the processor's chat template; the tokenizer keeps it.
@@ -225,7 +243,7 @@ def load_processor(folder: Path):
 KEEP_UNQUANTIZED = ["model.embed_tokens_extend", "lm_head"]  # matched from the start of the name
 
 
-def quantization_config(kind: str, dtype: str):
+def quantization_config(kind: str, dtype: str) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for --quantize, or None."""
     if kind in (None, "", "none"):
         return None
@@ -239,15 +257,15 @@ def quantization_config(kind: str, dtype: str):
 
 
 def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str = "none",
-               offload: bool = False, int4_cache=None, progress=None) -> LoadedModel:
+               offload: bool = False, int4_cache: Int4Cache | None = None,
+               progress: Callable[[str], None] | None = None) -> LoadedModel:
+    """The model in `folder` as runtime.resolve decided (int4 only on the CPU, without --offload)."""
     start = time.perf_counter()
     int4 = quantize == "int4"
     quant = None if int4 else quantization_config(quantize, dtype)
     if quant is not None and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelUnavailable("--quantize needs bitsandbytes: pip install bitsandbytes.")
     if int4:
-        if device != "cpu" or offload:
-            raise ModelUnavailable("--quantize int4 is the CPU path; on a GPU use --quantize 4bit (bitsandbytes).")
         problem = check_kernel()
         if problem:
             raise ModelUnavailable(f"--quantize int4 cannot run here: {problem}. Use --quantize none.")
@@ -271,7 +289,7 @@ def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str =
         raise ModelUnavailable(f"The model in {folder} could not be loaded: {str(e).splitlines()[0][:300]}. {HOW_TO_FIX}") from e
     fix_vision_attention(model)
     skip_vision_pooling(model)
-    adapters = []
+    adapters: list[str] = []
     for name, sub in ADAPTERS.items():
         if (Path(folder) / sub / "adapter_config.json").is_file():
             config = adapter_config(Path(folder) / sub, name, model)
@@ -280,13 +298,18 @@ def load_model(folder: Path, device: str, dtype: str, attn: str, quantize: str =
             # The file overwrites every LoRA weight: initialising them first (randomly, as peft
             # does) only cost about 5 s per adapter at full size.
             with _quiet_transformers(), no_init_weights():
-                info = model.load_adapter(str(Path(folder) / sub), adapter_name=name, peft_config=config)
+                # transformers types peft_config as a dict but takes (and uses) a PeftConfig.
+                info = model.load_adapter(str(Path(folder) / sub), adapter_name=name,
+                                          peft_config=config)  # pyright: ignore[reportArgumentType]
             missing = [k for k in getattr(info, "missing_keys", ()) or () if "lora_" in k and f".{name}." in k]
             if missing:
                 raise ModelUnavailable(f"The {name} adapter in {folder / sub} lacks weights it declares "
                                        f"(e.g. {missing[0]}); it may be damaged. {HOW_TO_FIX}")
             adapters.append(name)
     if load_on == "cpu" and device != "cpu":
-        model.to(device)  # after the adapters: their loader copies tensors in threads ZeroGPU does not see
+        # After the adapters: their loader copies tensors in threads ZeroGPU does not see. (The
+        # checker misreads transformers' decorated `to`.)
+        model.to(device)  # pyright: ignore[reportArgumentType]
     model.eval()
-    return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters)
+    return LoadedModel(model, processor, Path(folder), device, dtype, attn, time.perf_counter() - start, adapters,
+                       int4_cache_note=getattr(model, "int4_cache_note", ""))

@@ -9,28 +9,31 @@ itself to a shorter prefix or to none."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
+from transformers import Cache, PretrainedConfig
+
+from phi_demo.contract import MediaItem
 
 
 @dataclass(eq=False)  # compared by identity: comparing the tensors would be wrong and slow
 class Entry:
     ids: torch.Tensor  # 1-D, on the CPU: prompt + generated tokens the cache covers (and maybe one more)
-    cache: object  # transformers Cache
+    cache: Cache
     adapter: str | None
     items: list[str]  # content keys of the images and clips inside `ids`, in order
 
 
 @dataclass
 class Reuse:
-    cache: object
+    cache: Cache
     length: int  # tokens already in the cache
     images_done: int  # images whose tokens are all inside the reused prefix
     audios_done: int
 
 
-def rope_switch(config) -> int | None:
+def rope_switch(config: PretrainedConfig) -> int | None:
     """Length past which Phi-4 switches to its long RoPE factors, or None. generate() then
     drops a cache that stops at or before this point and recomputes everything (see
     Phi4MultimodalForCausalLM.prepare_inputs_for_generation), so such a cache is no use to a
@@ -39,12 +42,13 @@ def rope_switch(config) -> int | None:
     return int(original) if original and getattr(config, "rope_parameters", None) else None
 
 
-def media_runs(ids: torch.Tensor, media: list, image_id: int, audio_id: int) -> list[tuple[int, int, str, int]]:
+def media_runs(ids: torch.Tensor, media: list[MediaItem], image_id: int,
+               audio_id: int) -> list[tuple[int, int, str, int]]:
     """(start, end, kind, count) for each run of media tokens, in order. Adjacent slots of
     one kind become one run of tokens; the request's media items (their slot groups) say
     how many items each run holds."""
     is_media = (ids == image_id) | (ids == audio_id)
-    runs = []
+    runs: list[tuple[int, int, str]] = []
     i, n = 0, len(ids)
     flags = is_media.tolist()
     values = ids.tolist()
@@ -68,7 +72,7 @@ def media_runs(ids: torch.Tensor, media: list, image_id: int, audio_id: int) -> 
 
 
 class PrefixCache:
-    def __init__(self, slots: int = 2, min_reuse: int = 8):
+    def __init__(self, slots: int = 2, min_reuse: int = 8) -> None:
         self.slots = slots
         self.min_reuse = min_reuse
         self.entries: list[Entry] = []
@@ -76,12 +80,12 @@ class PrefixCache:
     def clear(self) -> None:
         self.entries.clear()
 
-    def discard(self, cache) -> None:
+    def discard(self, cache: Cache) -> None:
         """Forget the entry holding `cache` (its owner is about to overwrite it)."""
         self.entries = [e for e in self.entries if e.cache is not cache]
 
-    def take(self, ids: torch.Tensor, media: list, adapter: str | None, image_id: int, audio_id: int,
-             accept: Callable[[object, int], bool] | None = None) -> Reuse | None:
+    def take(self, ids: torch.Tensor, media: list[MediaItem], adapter: str | None, image_id: int, audio_id: int,
+             accept: Callable[[Cache, int], bool] | None = None) -> Reuse | None:
         """The best reusable cache for `ids` (removed from the store), cropped; or None.
 
         `media` is the request's MediaItems in prompt order: equal token ids do not mean
@@ -93,7 +97,8 @@ class PrefixCache:
         if not runs and ((ids == image_id) | (ids == audio_id)).any():
             return None
         items = [m.key for m in media]
-        best_entry, best = None, (0, 0, 0)
+        best_entry: Entry | None = None
+        best = (0, 0, 0)
         for entry in self.entries:
             if entry.adapter != adapter:
                 continue
@@ -115,7 +120,7 @@ class PrefixCache:
             if n > best[0] and (accept is None or accept(entry.cache, n)):
                 best_entry, best = entry, (n, images_done, audios_done)
         n, images_done, audios_done = best
-        if n < self.min_reuse:
+        if best_entry is None or n < self.min_reuse:
             return None
         self.entries = [e for e in self.entries if e is not best_entry]
         surplus = int(best_entry.cache.get_seq_length()) - n
@@ -124,12 +129,12 @@ class PrefixCache:
                 best_entry.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
         return Reuse(best_entry.cache, n, images_done, audios_done)
 
-    def put(self, ids: torch.Tensor, cache, adapter: str | None, items: list[str] | None = None) -> None:
+    def put(self, ids: torch.Tensor, cache: Cache, adapter: str | None, items: list[str] | None = None) -> None:
         self.entries.append(Entry(ids.detach().to("cpu"), cache, adapter, list(items or [])))
         del self.entries[: max(0, len(self.entries) - self.slots)]
 
 
-def slice_media(inputs: dict, reuse: Reuse) -> dict:
+def slice_media(inputs: Mapping[str, Any], reuse: Reuse) -> dict[str, Any]:
     """Drop the pixel values and audio features of items already inside the cache."""
     out = dict(inputs)
     if reuse.images_done and "image_pixel_values" in out:

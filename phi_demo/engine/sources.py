@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError
 from tqdm.auto import tqdm
 
 from phi_demo.engine.tiny import TINY_VERSION, build_tiny
@@ -78,12 +78,12 @@ def resolve(spec: str, revision: str | None, offline: bool = False,
     return _download(spec, revision, offline, progress)
 
 
-def _download(repo_id: str, revision: str | None, offline: bool, progress) -> Path:
+def _download(repo_id: str, revision: str | None, offline: bool, progress: Callable[[str], None] | None) -> Path:
 
     class PageTqdm(tqdm):
         """tqdm for the terminal that also reports to the page."""
 
-        def update(self, n=1):
+        def update(self, n: float | None = 1) -> bool | None:
             out = super().update(n)
             if progress and self.total:
                 progress(f"Downloading {repo_id}: {self.n / 1e9:.2f} of {self.total / 1e9:.2f} GB")
@@ -99,11 +99,9 @@ def _download(repo_id: str, revision: str | None, offline: bool, progress) -> Pa
         path = snapshot_download(repo_id, revision=revision, local_files_only=offline,
                                  allow_patterns=SMALL_FILES + ADAPTER_FILES + weight_files(small),
                                  tqdm_class=PageTqdm)
-    except (LocalEntryNotFoundError, OSError) as e:
+    except (LocalEntryNotFoundError, OSError) as e:  # the hub's own errors (a missing repo too) are OSErrors
         where = "is not in the local cache and the hub is switched off" if offline else "could not be downloaded"
         raise ModelUnavailable(f"{repo_id} (revision {revision}) {where}: {_first_line(e)}. {HOW_TO_FIX}") from e
-    except (RepositoryNotFoundError, HfHubHTTPError) as e:
-        raise ModelUnavailable(f"{repo_id} (revision {revision}) is not available from the hub: {_first_line(e)}. {HOW_TO_FIX}") from e
     except Exception as e:  # network stacks raise many types; none may crash the app
         raise ModelUnavailable(f"{repo_id} (revision {revision}) could not be fetched: {_first_line(e)}. {HOW_TO_FIX}") from e
     return Path(path)

@@ -72,7 +72,7 @@ def longrope(head_dim: int, partial: float = 0.75) -> dict:
             "short_factor": [1.0 + i / n for i in range(n)], "long_factor": [1.0 + 4.0 * i for i in range(n)]}
 
 
-def _train_tokenizer():
+def _train_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -103,7 +103,8 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = _train_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab = tokenizer.get_vocab()
+    ids = {t: vocab[t] for t in SPECIAL_TOKENS}
     config = Phi4MultimodalConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -144,7 +145,7 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     model = Phi4MultimodalForCausalLM(config).eval()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
-    model.save_pretrained(folder)
+    model.save_pretrained(str(folder))
 
     processor = Phi4MultimodalProcessor(
         image_processor=Phi4MultimodalImageProcessor(),
@@ -158,7 +159,7 @@ def build_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
         base = Phi4MultimodalForCausalLM(config)
         base.load_state_dict(model.state_dict())
         peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, init_lora_weights=False))
-        peft_model.save_pretrained(folder / name)
+        peft_model.save_pretrained(str(folder / name))
         adapter_json = folder / name / "adapter_config.json"
         written = json.loads(adapter_json.read_text())
         written["target_modules"] = HUB_LORA_TARGETS

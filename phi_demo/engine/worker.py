@@ -9,17 +9,15 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
-# The thread's name says whether it is generating: handy in a thread dump, and how tests
-# see that Stop really stopped the model.
-BUSY = "phi-demo-generate"
-IDLE = "phi-demo-generate-idle"
+_Job = tuple[Callable[[], None], threading.Event]
 
 
-def _malloc_trim():
+def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None elsewhere (macOS, musl)."""
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
@@ -32,6 +30,15 @@ def _malloc_trim():
 # heap), so resident memory grew by over a gigabyte after a few image and audio answers.
 _TRIM = _malloc_trim()
 
+# Every worker alive, so that a test (or a thread dump) can ask whether any model is
+# generating without holding the engine. Weak: a released model's worker goes with it.
+_workers: weakref.WeakSet[GenerationWorker] = weakref.WeakSet()
+
+
+def busy_workers() -> list[GenerationWorker]:
+    """The workers running a job right now."""
+    return [w for w in list(_workers) if w.busy.is_set()]
+
 
 class GenerationWorker:
     """Runs submitted functions on one thread that outlives each answer.
@@ -43,23 +50,34 @@ class GenerationWorker:
     they would be recorded again for every answer.
 
     The thread is (re)started on demand: also after a fork (ZeroGPU runs the GPU work in a
-    forked process, where the parent's threads do not exist)."""
+    forked process, where the parent's threads do not exist).
 
-    def __init__(self):
+    `busy` is set while a job runs; `submitted`, `started` and `finished` count jobs, and
+    `wait_idle` waits until every submitted one has finished: how the engine (and the tests)
+    see that the model is generating, and that Stop really stopped it."""
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue | None = None
-        self._pid = None
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+        self._pid: int | None = None
         self._at_exit = False
+        self.busy = threading.Event()
+        self._counts = threading.Condition()
+        self.submitted = 0
+        self.started = 0
+        self.finished = 0
+        _workers.add(self)
 
     def submit(self, fn: Callable[[], None]) -> threading.Event:
         """Queue `fn` (which must not raise); the returned event is set once it has run."""
         done = threading.Event()
         with self._lock:
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._jobs = queue.SimpleQueue()
+            jobs = self._jobs
+            if jobs is None or self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                jobs = self._jobs = queue.SimpleQueue()
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._loop, args=(self._jobs,), name=IDLE, daemon=True)
+                self._thread = threading.Thread(target=self._loop, args=(jobs,), name="phi-demo-worker", daemon=True)
                 self._thread.start()
                 if not self._at_exit:
                     # Ended and joined before the interpreter tears down: a torch thread still
@@ -67,8 +85,15 @@ class GenerationWorker:
                     # exception"), seen after answers that ran windows between their tokens.
                     atexit.register(self.stop, 10.0)
                     self._at_exit = True
-            self._jobs.put((fn, done))
+            with self._counts:
+                self.submitted += 1
+            jobs.put((fn, done))
         return done
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job has finished; False if `timeout` passed first."""
+        with self._counts:
+            return self._counts.wait_for(lambda: self.finished >= self.submitted, timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
         """End the thread once its queued work is done, and wait for that.
@@ -86,18 +111,21 @@ class GenerationWorker:
             if thread.is_alive():
                 log.warning("the generation thread did not end within %.0f s", timeout)
 
-    @staticmethod
-    def _loop(jobs: queue.SimpleQueue) -> None:
-        me = threading.current_thread()
+    def _loop(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
         while (job := jobs.get()) is not None:
             fn, done = job
-            me.name = BUSY
+            with self._counts:
+                self.started += 1
+            self.busy.set()
             try:
                 fn()
             except BaseException:  # noqa: BLE001 - the worker must survive any one job
                 log.exception("generation job failed")
             finally:
-                me.name = IDLE
+                self.busy.clear()
+                with self._counts:
+                    self.finished += 1
+                    self._counts.notify_all()
                 done.set()
             if _TRIM is not None:
                 _TRIM(0)  # after done: the answer's timings do not include it

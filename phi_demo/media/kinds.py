@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from phi_demo.caches import ByteLRU
+from phi_demo.caches import ByteLRU, register
 from phi_demo.errors import UserInputError
 from phi_demo.media.video import probe
 
-_probed = ByteLRU(1 << 20, lambda kind: 1, max_items=4096)
+# What one probe costs to remember: its key (a path and two numbers) and a short word.
+_PROBE_ENTRY_BYTES = 256
+_probed: ByteLRU[tuple[str, int, int], str] = register(
+    "container probes", ByteLRU(1 << 20, lambda kind: _PROBE_ENTRY_BYTES))
 # What the app takes, for the sentence that refuses anything else.
 IMAGE_FORMATS = "PNG, JPEG, GIF, WebP, BMP, TIFF"
 AUDIO_FORMATS = "WAV, FLAC, MP3, Ogg/Opus, WebM, M4A/MP4, AAC"

@@ -274,18 +274,29 @@ class LiveTranscriber:
         if worker is not None:
             worker.join()
         self._idle.wait()
+        # The model runs outside the lock, as in _work: view() takes the lock and must never
+        # wait for a recognition (the page would freeze for its whole length).
+        final = None
+        try:
+            # What waited past the cap is recognised a window at a time, like the rest.
+            while (window := self._next_capped_window()) is not None:
+                audio, end_s = window
+                text = self.recognize(audio)
+                with self._lock:
+                    self.policy.apply(text, end_s)
+            with self._lock:
+                rest = self.policy.window.copy() if self.policy.window_has_speech() else None
+            if rest is not None:
+                final = self.recognize(rest)
+        except Exception as e:  # noqa: BLE001
+            self.error = f"Recognition failed: {e}"
         with self._lock:
-            p, final = self.policy, None
-            try:
-                # What waited past the cap is recognised a window at a time, like the rest.
-                while p.waiting_s > 0 and p.window_has_speech():
-                    audio, end_s = p.snapshot()
-                    p.apply(self.recognize(audio), end_s)
-                if p.window_has_speech():
-                    final = self.recognize(p.window.copy())
-            except Exception as e:  # noqa: BLE001
-                self.error = f"Recognition failed: {e}"
-            p.finish(final)
+            self.policy.finish(final)
+
+    def _next_capped_window(self) -> tuple[np.ndarray, float] | None:
+        with self._lock:
+            p = self.policy
+            return p.snapshot() if p.waiting_s > 0 and p.window_has_speech() else None
 
     def view(self) -> tuple[str, str, float]:
         with self._lock:

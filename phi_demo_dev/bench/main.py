@@ -77,21 +77,21 @@ def main(argv=None) -> int:
 
     import torch
 
-    from phi_demo.engine.attention import attention_options, resolve_attention
     from phi_demo.engine.cache import ModelCache
-    from phi_demo.engine.loader import resolve_device, resolve_dtype
     from phi_demo.engine.local import Engine
+    from phi_demo.engine.runtime import Machine, attention_for, attention_options, device_for, dtype_for
     from phi_demo.settings import AppSettings
     from phi_demo_dev.bench.full_random import build_full_random
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device, tiny=args.model == "tiny-random")
+    here = Machine.detect(args.model)
+    device = device_for(args.device, here)[0]
+    dtype = dtype_for(args.dtype, device, args.model == "tiny-random", here)[0]
     if args.attn == "all":
-        names = [o.name for o in attention_options(device) if o.available]
-        asked = resolve_attention("auto", device)  # what the app itself would use
+        names = [o.name for o in attention_options(device, here) if o.available]
+        asked = attention_for("auto", device, here)  # what the app itself would use
     else:
         try:
-            names = [resolve_attention(a.strip(), device) for a in args.attn.split(",")]
+            names = [attention_for(a.strip(), device, here) for a in args.attn.split(",")]
         except ValueError as e:
             p.error(str(e))
         asked = names[0]

@@ -44,7 +44,7 @@ def prefill_rows(engine, loaded, runs) -> list[tuple[str, int, float, float]]:
         limits = Limits(max_audio_seconds=60, max_video_frames=8)
         decode = []
         for _ in range(runs):  # opening and decoding the files, paid once per file (then cached)
-            conversation._decoded.clear()
+            conversation.decoded_media.clear()
             t = time.perf_counter()
             request = build_request(turns, BENCH_SYSTEM, limits)
             decode.append(time.perf_counter() - t)

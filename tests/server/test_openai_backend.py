@@ -89,9 +89,9 @@ def test_answer_streams_from_the_server(app):
     status = engine.status()
     assert status.state == "ready" and status.facts.server.endswith("/v1")
     from phi_demo.settings import AppSettings
-    from phi_demo.ui.chat import ChatHandlers
+    from phi_demo.ui.sidebar import SidebarHandlers
 
-    sidebar = ChatHandlers(engine, AppSettings()).status_markdown()
+    sidebar = SidebarHandlers(engine, AppSettings()).status_markdown()
     assert "OpenAI-compatible server" in sidebar and "decided by the server" in sidebar
 
 

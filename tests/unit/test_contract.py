@@ -15,7 +15,7 @@ from phi_demo.engine.cache import ModelCache
 from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
-from phi_demo.ui.chat import ChatHandlers
+from phi_demo.ui.sidebar import SidebarHandlers
 
 
 def engines(engine):
@@ -72,17 +72,17 @@ def test_attention_switch_waits_for_the_running_answer(engine):
 def test_another_tab_is_told_of_an_attention_change(engine, monkeypatch):
     infos = []
     monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
-    h = ChatHandlers(engine, AppSettings(model="tiny-random"))
+    h = SidebarHandlers(engine, AppSettings(model="tiny-random"))
     start = engine.attn
     other = "eager" if start != "eager" else "sdpa"
     _, _, seen_a = h.sync_attention(start, None)  # tab A opens
     _, _, seen_b = h.sync_attention(start, None)  # tab B opens
     try:
-        value, _, seen_b = h.change_attention(other)  # B switches
-        assert value == other and engine.attn == other and "for every user" in infos[-1]
+        value, _, seen_b = h.change_attention(other)  # B switches (its radio already shows it)
+        assert value == gr.skip() and engine.attn == other and "for every user" in infos[-1]
         value, _md, seen_a = h.sync_attention(start, seen_a)  # A's poll
         assert value == other and f"Another user switched the attention implementation to {other}" in infos[-1]
-        assert h.sync_attention(other, seen_a) == (gr.skip(), gr.skip(), seen_a)  # told once
+        assert h.sync_attention(other, seen_a) == (gr.skip(), gr.skip(), gr.skip())  # told once
         assert h.sync_attention(other, seen_b)[0] == gr.skip()  # B made the change: no notice
         assert len(infos) == 2
     finally:
@@ -102,7 +102,7 @@ def test_settings_that_cannot_be_honoured_load_nothing(flags, words, capsys):
     with pytest.raises(ModelUnavailable, match=words):
         list(e.stream(build_request([Turn("user", "hi")]), GenerationSettings(max_new_tokens=2), threading.Event()))
     assert loads == [], "something was loaded in place of what was asked for"
-    h = ChatHandlers(e, AppSettings(model="tiny-random", **flags))
+    h = SidebarHandlers(e, AppSettings(model="tiny-random", **flags))
     assert words in h.banner_markdown()
 
     from phi_demo import cli

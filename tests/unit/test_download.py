@@ -48,7 +48,6 @@ NEEDED |= {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
     """snapshot_download over REPO with huggingface_hub's own pattern filter."""
-    import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
 
     snapshot = tmp_path / "snapshot"
@@ -63,7 +62,7 @@ def fake_hub(tmp_path, monkeypatch):
                 fetched.append(name)
         return str(snapshot)
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(sources, "snapshot_download", snapshot_download)
     return fetched
 
 

@@ -70,11 +70,11 @@ def test_sampling_with_a_seed_matches(engine, fast_engine, assets):
 
 
 def test_model_facts_say_it_is_on(fast_engine):
-    from phi_demo.ui.chat import ChatHandlers
+    from phi_demo.ui.sidebar import SidebarHandlers
 
     info = fast_engine.status().facts
     assert info.fast_decode.startswith("on: static cache + torch.compile (eager), compiled in")
-    sidebar = ChatHandlers(fast_engine, fast_engine.settings).status_markdown()
+    sidebar = SidebarHandlers(fast_engine, fast_engine.settings).status_markdown()
     assert "**Fast decode:** `on: static cache" in sidebar
 
 

@@ -20,7 +20,8 @@ from phi_demo.chat.messages import Turn
 from phi_demo.chat.request import build_request
 from phi_demo.engine.local import Engine
 from phi_demo.settings import AppSettings, GenerationSettings
-from tests.helpers import generate_threads, rss_mb, wait_until
+from phi_demo_dev.soak import rss_mb
+from tests.helpers import generate_threads, wait_until
 
 engine = Engine(AppSettings(model="tiny-random"))
 engine.load()

@@ -56,7 +56,7 @@ def test_spacefile_is_a_valid_deta_manifest():
     assert micro["engine"] == "python3.9" and micro["primary"] is True and micro["src"] == "."
     assert micro["run"].split()[:2] == ["python", "app.py"]
     names = {e["name"] for e in micro["presets"]["env"]}
-    assert "PHI_DEMO_MODEL" in names and names <= {"PHI_DEMO_" + n.upper() for n in AppSettings.__dataclass_fields__}
+    assert "PHI_DEMO_MODEL" in names and names <= {"PHI_DEMO_" + n.upper() for n in AppSettings.model_fields}
 
 
 def test_space_binds_all_interfaces_elsewhere_loopback():
@@ -127,9 +127,9 @@ def test_zerogpu_is_off_without_the_variable(monkeypatch):
 
 def test_cpu_only_space_says_the_full_model_is_too_slow(monkeypatch):
     from phi_demo.engine.local import Engine
-    from phi_demo.ui.chat import ChatHandlers
+    from phi_demo.ui.sidebar import SidebarHandlers
 
     monkeypatch.setenv("SPACE_ID", "me/phi-demo")
     settings = AppSettings(offline=True)
-    banner = ChatHandlers(Engine(settings), settings).banner_markdown()
+    banner = SidebarHandlers(Engine(settings), settings).banner_markdown()
     assert "no GPU" in banner and "PHI_DEMO_MODEL=tiny-random" in banner and "int4 weights" in banner

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from phi_demo.engine.image_cache import CachedImageProcessor
+from phi_demo.caches import ByteLRU
+from phi_demo.engine.image_cache import CachedImageProcessor, _nbytes
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_same_as_the_processor(processors, names):
 
 def test_each_image_is_processed_once(processors):
     inner = processors[1].image_processor
-    memo = CachedImageProcessor(inner)
+    memo = CachedImageProcessor(inner, ByteLRU(256 << 20, _nbytes))
     a, b = image(640, 480, 10), image(480, 640, 11)
     memo([a])
     memo([a, b])
@@ -53,7 +54,7 @@ def test_memory_stays_within_budget(processors):
     inner = processors[1].image_processor
     one = inner([IMAGES["small"]], return_tensors="pt")
     size = one["image_pixel_values"].nbytes + one["image_attention_mask"].nbytes
-    memo = CachedImageProcessor(inner, budget_bytes=2 * size)
+    memo = CachedImageProcessor(inner, ByteLRU(2 * size, _nbytes))
     for seed in range(5):
         memo([image(448, 448, 100 + seed)])
     assert memo._memo.bytes <= 2 * size and len(memo._memo) == 2

@@ -1,6 +1,7 @@
 """--quantize int4 on the CPU (decoder and LM head over torch's int4 kernel), the checkpoint
 writer, and the choice of weights that fit the machine."""
 
+import dataclasses
 import threading
 
 import pytest
@@ -9,9 +10,9 @@ import torch
 from phi_demo.chat.messages import Turn
 from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.engine.fit import choose_quantize
 from phi_demo.engine.int4 import PREFILL_ROWS, Int4Linear, Int8Embedding, check_kernel, quantized_modules
 from phi_demo.engine.local import Engine
+from phi_demo.engine.runtime import Machine, device_for, dtype_for, quantize_for
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from tests.helpers import ROOT
@@ -163,10 +164,10 @@ def test_a_checkpoint_with_tied_embeddings_loads_in_int4(checkpoint, tmp_path):
 
 
 def test_unsupported_combinations_get_one_clear_line(checkpoint):
-    from phi_demo.engine.loader import load_model
-
+    offloaded = Engine(AppSettings(model=str(checkpoint), quantize="int4", offload=True))
+    assert "int4 is the CPU path" in offloaded.config_error
     with pytest.raises(ModelUnavailable, match="int4 is the CPU path"):
-        load_model(checkpoint, "cpu", "bfloat16", "sdpa", quantize="int4", offload=True)
+        offloaded.load()
     e = Engine(AppSettings(model=str(checkpoint), quantize="int4", device="cuda"))
     assert e.config_error  # no GPU here, or int4 refused on it: either way nothing loads
     fast = Engine(AppSettings(model=str(checkpoint), quantize="int4", dtype="bfloat16", fast_decode=True))
@@ -188,33 +189,29 @@ def test_unsupported_combinations_get_one_clear_line(checkpoint):
     ("4bit", "cuda", False, False, 1e9, "4bit"),
 ])
 def test_auto_quantize_fits_the_machine(spec, device, tiny, space, available, kind):
-    got, why = choose_quantize(spec, device, tiny, space, 14.8e9, available)
+    machine = Machine(cuda=device == "cuda", on_space=space, available_bytes=available, model_bf16_bytes=14.8e9)
+    got, why = quantize_for(spec, device, tiny, machine)
     assert got == kind
     if spec == "auto" and kind == "int4" and not space:
         assert why == "int4 to fit this machine: bf16 needs 14.8 GB, 8.0 GB is available"
 
 
-def test_engine_picks_int4_for_a_big_model_on_a_small_machine(checkpoint, monkeypatch):
-    from phi_demo.engine import service
-
-    monkeypatch.setattr(service, "available_bytes", lambda: 1e6)  # this machine "has" 1 MB free
-    e = Engine(AppSettings(model=str(checkpoint)))
+def test_engine_picks_int4_for_a_big_model_on_a_small_machine(checkpoint):
+    small = dataclasses.replace(Machine.detect(str(checkpoint)), available_bytes=1e6)  # "has" 1 MB free
+    e = Engine(AppSettings(model=str(checkpoint)), machine=small)
     assert e.quantize == "int4" and e.quantize_reason.startswith("int4 to fit this machine")
-    assert Engine(AppSettings(model=str(checkpoint), quantize="none")).quantize == "none"
+    assert e.status().state == "idle" and not e.config_error
+    assert Engine(AppSettings(model=str(checkpoint), quantize="none"), machine=small).quantize == "none"
 
 
-def test_mps_is_picked_when_torch_reports_it(monkeypatch):
+def test_mps_is_picked_when_torch_reports_it():
     """Untested on a Mac: only the choice is checked here."""
-    from phi_demo.engine import loader
-
-    monkeypatch.setattr(loader.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(loader, "_mps_available", lambda: True)
-    assert loader.resolve_device("auto") == "mps" and loader.resolve_device("mps") == "mps"
-    assert loader.resolve_dtype("auto", "mps", tiny=False) == "float16"
-    monkeypatch.setattr(loader, "_mps_available", lambda: False)
-    assert loader.resolve_device("auto") == "cpu"
+    mac = Machine(mps=True)
+    assert device_for("auto", mac)[0] == "mps" and device_for("mps", mac)[0] == "mps"
+    assert dtype_for("auto", "mps", False, mac)[0] == "float16"
+    assert device_for("auto", Machine())[0] == "cpu"
     with pytest.raises(ModelUnavailable, match="mps device"):
-        loader.resolve_device("mps")
+        device_for("mps", Machine())
 
 
 def test_packing_in_chunks_of_rows_equals_packing_at_once(monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from phi_demo.chat.messages import Turn
 from phi_demo.chat.request import build_request
 from phi_demo.contract import collect
-from phi_demo.engine.generation import stop_token_ids
+from phi_demo.engine.loader import stop_token_ids
 from phi_demo.engine.local import Engine
 from phi_demo.engine.tiny import HUB_LORA_TARGETS, LORA_TARGETS
 from phi_demo.settings import AppSettings, GenerationSettings

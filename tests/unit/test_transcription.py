@@ -190,6 +190,34 @@ def test_the_window_sent_never_passes_the_cap_however_slow_the_model():
     assert all(s.end_s - s.start_s <= 3.0 + 1e-6 for s in live.policy.segments)
 
 
+def test_the_view_never_waits_for_the_last_recognition_when_recording_stops():
+    """stop() recognises what is left; the page keeps asking for the view meanwhile, and must
+    get it at once, not after the whole recognition."""
+    entered, finish = threading.Event(), threading.Event()
+
+    def blocking(audio):
+        entered.set()
+        finish.wait(10)
+        return "last words"
+
+    # Nothing is recognised while recording (too little new audio each time): stop() does it.
+    live = LiveTranscriber(blocking, StreamingTranscript(min_new_audio_s=1000))
+    live.add_chunk(SR, speech(2.0))
+    stopper = threading.Thread(target=live.stop)
+    stopper.start()
+    try:
+        assert entered.wait(5), "stop() did not recognise what was left"
+        seen = []
+        viewer = threading.Thread(target=lambda: seen.append(live.view()))
+        viewer.start()
+        viewer.join(1.0)
+        assert seen, "view() waited for the model"
+    finally:
+        finish.set()
+        stopper.join(10)
+    assert live.view()[0] == "last words"
+
+
 def test_on_zerogpu_recognition_runs_in_the_thread_that_adds_the_chunk():
     threads = []
 
