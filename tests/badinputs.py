@@ -173,3 +173,20 @@ NAMES = [
     "scanned pdf", "password-protected pdf", "corrupt pdf", "truncated pdf", "zero-page pdf", "500-page pdf",
     "500-page pdf, two pages named",
 ]
+
+
+# Messages that are not {text, files}, as a program may send them to /chat (the page's box
+# never does): name -> (the message as sent, the sentence the caller gets, or None: answered).
+MESSAGE_SHAPES = {
+    "message is a list": ([], "The message must be text or {'text': ..., 'files': [...]}"),
+    "message is a number": (-1, "The message must be text or {'text': ..., 'files': [...]}"),
+    "message is true": (True, "The message must be text or {'text': ..., 'files': [...]}"),
+    "files hold a boolean": ({"text": "x", "files": [True]}, "An attached file could not be understood: True"),
+    "files hold a number": ({"text": "x", "files": [3]}, "An attached file could not be understood: 3"),
+    "files is one name, not a list": ({"text": "x", "files": "a.png"}, "The message's files must be a list."),
+    "text is a number": ({"text": 5, "files": []}, "The message text must be a string."),
+    "a file with no path": ({"text": "x", "files": [{"type": "file", "file": {"path": ""}}]},
+                            "A file in the chat has no usable path"),
+    "message is plain text": ("Hello", None),
+    "message without files": ({"text": "Hello"}, None),
+}

@@ -1,7 +1,8 @@
 import socket
-import threading
 import time
 from pathlib import Path
+
+from phi_demo.engine.worker import busy_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,8 +14,9 @@ def free_port() -> int:
 
 
 def generate_threads():
-    """Threads generating right now (the worker thread is named so only while it generates)."""
-    return [t for t in threading.enumerate() if t.name == "phi-demo-generate"]
+    """Whatever is generating right now: the busy generation workers of every loaded model
+    (empty when none is). Existing callers only ask whether it is empty."""
+    return busy_workers()
 
 
 def wait_until(cond, timeout=10.0):

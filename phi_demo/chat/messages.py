@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from phi_demo.errors import UserInputError
 
@@ -16,41 +16,68 @@ class Turn:
     files: tuple[str, ...] = ()
 
 
-def file_path(item: Any) -> str | None:
+def _as_dict(value: object) -> dict[str, object] | None:
+    """A JSON object as a table of named values, or None for anything else."""
+    return cast("dict[str, object]", value) if isinstance(value, dict) else None
+
+
+def _as_list(value: object) -> list[object] | None:
+    return list(cast("list[object] | tuple[object, ...]", value)) if isinstance(value, (list, tuple)) else None
+
+
+def _path_text(value: object) -> str | None:
+    """A path given as text or as an os.PathLike, as text; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return str(cast("os.PathLike[str]", value))
+    return None
+
+
+def file_path(item: object) -> str | None:
     """The server path inside any of Gradio's file shapes, or None if `item` is not a file.
     A file-shaped item whose path is missing or not text is refused with a sentence."""
-    if isinstance(item, (list, tuple)) and item and isinstance(item[0], (str, os.PathLike)):
-        return str(item[0])  # the old (path, alt_text) tuple
-    if isinstance(item, dict):
-        if item.get("type") == "file" or "file" in item:
-            inner = item.get("file", item if "path" in item else None)
-            if isinstance(inner, (str, os.PathLike)):
-                return str(inner)
-            if isinstance(inner, dict) and inner is not item:
-                return file_path(inner)
-            path = inner.get("path") if isinstance(inner, dict) else None
-        elif "path" in item:
-            path = item["path"]
+    pair = _as_list(item)
+    if pair and (first := _path_text(pair[0])) is not None:
+        return first  # the old (path, alt_text) tuple
+    table = _as_dict(item)
+    if table is not None:
+        if table.get("type") == "file" or "file" in table:
+            inner: object = table.get("file", table if "path" in table else None)
+            if (named := _path_text(inner)) is not None:
+                return named
+            inner_table = _as_dict(inner)
+            if inner_table is not None and inner_table is not table:
+                return file_path(inner_table)
+            path = inner_table.get("path") if inner_table is not None else None
+        elif "path" in table:
+            path = table["path"]
         else:
             return None
-        if isinstance(path, (str, os.PathLike)) and str(path):
-            return str(path)
+        if text := _path_text(path):
+            return text
         raise UserInputError(f"A file in the chat has no usable path: {item!r:.80}")
-    path = getattr(item, "path", None)  # gradio.FileData
-    return str(path) if isinstance(path, (str, os.PathLike)) and str(path) else None
+    return _path_text(getattr(item, "path", None)) or None  # gradio.FileData
 
 
-def content_parts(content: Any) -> tuple[list[str], list[str]]:
+def _items(content: object) -> list[object]:
+    """A message's content as its parts: a list is its parts, anything else is one."""
+    if isinstance(content, list):
+        return list(cast("list[object]", content))
+    return [content]
+
+
+def content_parts(content: object) -> tuple[list[str], list[str]]:
     texts: list[str] = []
     files: list[str] = []
-    items = content if isinstance(content, list) else [content]
-    for item in items:
+    for item in _items(content):
         if item is None:
             continue
+        part = _as_dict(item)
         if isinstance(item, str):
             texts.append(item)
-        elif isinstance(item, dict) and item.get("type") == "text":
-            text = item.get("text", "")
+        elif part is not None and part.get("type") == "text":
+            text = part.get("text", "")
             if not isinstance(text, (str, int, float)) or isinstance(text, bool):
                 raise UserInputError(f"A text part of a chat message is not text: {text!r:.80}")
             texts.append(str(text))
@@ -61,27 +88,35 @@ def content_parts(content: Any) -> tuple[list[str], list[str]]:
     return texts, files
 
 
+def _message_table(msg: object) -> dict[str, object]:
+    """A history message as {role, content, metadata}: a dict, or an object with those attributes."""
+    table = _as_dict(msg)
+    if table is not None:
+        return table
+    if not hasattr(msg, "role"):
+        raise UserInputError(f"A chat message must be a {{'role', 'content'}} object, not {msg!r:.80}")
+    return {"role": getattr(msg, "role", None), "content": getattr(msg, "content", None),
+            "metadata": getattr(msg, "metadata", None)}
+
+
 def normalize_history(history: Sequence[Any] | None) -> list[Turn]:
     """Gradio messages -> turns. Consecutive messages of one role merge (Gradio shows each
     uploaded file as its own message); 'thought' messages (our stats) are display only."""
-    if history is not None and not isinstance(history, (list, tuple)):
+    messages = _as_list(history)
+    if history is not None and messages is None:
         raise UserInputError("The history must be a list of {'role', 'content'} messages.")
     turns: list[Turn] = []
-    for msg in history or []:
-        if not isinstance(msg, dict):
-            if not hasattr(msg, "role"):
-                raise UserInputError(f"A chat message must be a {{'role', 'content'}} object, not {msg!r:.80}")
-            msg = {"role": getattr(msg, "role", None), "content": getattr(msg, "content", None),
-                   "metadata": getattr(msg, "metadata", None)}
-        role = msg.get("role")
+    for msg in messages or []:
+        table = _message_table(msg)
+        role = table.get("role")
         if role == "system":
             continue
         if not isinstance(role, str) or role not in ("user", "assistant"):
             raise UserInputError(f"A chat message has the unknown role {role!r:.40}; use 'user' or 'assistant'.")
-        metadata = msg.get("metadata")
-        if isinstance(metadata, dict) and metadata.get("title"):
+        metadata = _as_dict(table.get("metadata"))
+        if metadata is not None and metadata.get("title"):
             continue
-        texts, files = content_parts(msg.get("content"))
+        texts, files = content_parts(table.get("content"))
         text = "\n".join(t for t in texts if t)
         if turns and turns[-1].role == role:
             prev = turns[-1]
@@ -92,23 +127,30 @@ def normalize_history(history: Sequence[Any] | None) -> list[Turn]:
     return turns
 
 
-def message_to_turn(message: Any) -> Turn:
-    """The MultimodalTextbox value ({"text", "files"}) or a plain string -> a user turn."""
+MESSAGE_SHAPE = "The message must be text or {'text': ..., 'files': [...]}."
+
+
+def message_to_turn(message: object) -> Turn:
+    """The message box's value ({"text", "files"}), a plain string, or whatever JSON a
+    client sent as the message -> a user turn, or a sentence saying what is wrong with it."""
     if message is None:
         message = {}
     if isinstance(message, str):
         message = {"text": message}
-    if not isinstance(message, dict):
-        raise UserInputError("The message must be text or {'text': ..., 'files': [...]}.")
-    text = message.get("text") or ""
+    table = _as_dict(message)
+    if table is None:
+        raise UserInputError(f"{MESSAGE_SHAPE} It was {type(message).__name__}: {message!r:.60}")
+    text = table.get("text") or ""
     if not isinstance(text, str):
         raise UserInputError("The message text must be a string.")
-    attached = message.get("files") or []
-    if not isinstance(attached, (list, tuple)):
+    attached: object = table.get("files") or []
+    files_list = _as_list(attached)
+    if files_list is None:
         raise UserInputError("The message's files must be a list.")
-    files = []
-    for f in attached:
-        path = str(f) if isinstance(f, (str, os.PathLike)) else file_path(f)
+    files: list[str] = []
+    for f in files_list:
+        path = _path_text(f)
+        path = file_path(f) if path is None else path
         if not path:
             raise UserInputError(f"An attached file could not be understood: {f!r:.80}")
         files.append(path)

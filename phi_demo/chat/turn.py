@@ -7,8 +7,9 @@ imports neither gradio nor torch: the engine is handed in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, cast
 
 from phi_demo.chat.messages import Turn, message_to_turn, normalize_history
 from phi_demo.chat.request import Limits, build_request
@@ -27,19 +28,18 @@ class Prepared:
     gen: GenerationSettings
 
 
-def prepare(limits: Limits, message: Any, history: Any, settings: Mapping[str, Any]) -> Prepared:
+def prepare(limits: Limits, message: Any, history: Any, settings: object) -> Prepared:
     """Check the settings, the new message and the history, and decode all media, before
     anything is shown. Whatever a client sends, the only error is a UserInputError with a
     sentence for the user; nothing has changed then."""
     if not isinstance(settings, Mapping):
         raise UserInputError("The settings must be a table of named values.")
-    unknown = sorted(str(k) for k in settings if k not in REQUEST_SETTINGS)
-    if unknown:
-        raise UserInputError(f"Unknown settings: {', '.join(unknown)}; known are {', '.join(REQUEST_SETTINGS)}.")
-    system_prompt = settings.get("system_prompt") or ""
+    named = cast("Mapping[object, object]", settings)  # a client's JSON: anything, checked below
+    values = {str(k): v for k, v in named.items()}
+    system_prompt = values.pop("system_prompt", None) or ""
     if not isinstance(system_prompt, str):
         raise UserInputError("The system prompt must be text.")
-    gen = GenerationSettings.from_values(**{k: v for k, v in settings.items() if k != "system_prompt"})
+    gen = GenerationSettings.from_values(**values)  # refuses unknown names and values with a sentence
     turns = normalize_history(history) + [message_to_turn(message)]
     return Prepared(turns, build_request(turns, system_prompt, limits), gen)
 
@@ -63,4 +63,5 @@ def stream_answer(engine: ChatEngine, request: ModelRequest, gen: GenerationSett
                 return
     finally:
         cancel.set()
-        pieces.close()
+        if isinstance(pieces, Generator):  # every engine's stream is one (the Protocol says Iterator)
+            pieces.close()

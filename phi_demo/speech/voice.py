@@ -10,15 +10,21 @@ a call. No gradio and no model: the voice-activity detector is handed in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from phi_demo.media.audio import SAMPLE_RATE
+from phi_demo.speech.vad import SpeechFrames
+
+# "onset": a turn began; "turn": one ended (with its audio); "dropped": what began was too
+# short to be a turn (a noise, not a question).
+VoiceEvent = Literal["onset", "turn", "dropped"]
 
 
 @dataclass
 class VoiceTurns:
-    speech: object  # vad.SpeechFrames for this stream
+    speech: SpeechFrames  # the detector's state for this stream
     end_pause_s: float = 0.8
     onset_s: float = 0.2
     min_speech_s: float = 0.4
@@ -32,19 +38,20 @@ class VoiceTurns:
     speaking: bool = False  # a turn has begun and not ended
     turns: int = 0
 
-    def feed(self, samples: np.ndarray) -> list[tuple[str, np.ndarray | None]]:
+    def feed(self, samples: np.ndarray) -> list[tuple[VoiceEvent, np.ndarray | None]]:
         """Add audio; returns what happened: ("onset", None) when a turn begins, ("turn", audio)
         when one ends, in order (a long chunk may hold both)."""
         samples = np.clip(np.asarray(samples, np.float32), -1.0, 1.0)
         self.speech.feed(samples)
         self.buffer = np.concatenate([self.buffer, samples])
         self.received_s += len(samples) / self.sr
-        events: list[tuple[str, np.ndarray | None]] = []
+        events: list[tuple[VoiceEvent, np.ndarray | None]] = []
         if not self.speaking:
             if self.speech.speech_s(self.buffer_start_s, self.received_s) >= self.onset_s:
                 self.speaking = True
                 events.append(("onset", None))
                 begin = self.speech.first_speech(self.buffer_start_s, self.received_s)
+                begin = self.buffer_start_s if begin is None else begin
                 self._keep_last(self.received_s - max(self.buffer_start_s, begin - self.pre_roll_s))
             else:
                 self._keep_last(self.pre_roll_s + self.onset_s)
@@ -65,7 +72,7 @@ class VoiceTurns:
                 self.turns += 1
                 events.append(("turn", audio))
             else:
-                events.append(("dropped", None))  # too short to be a turn: a noise, not a question
+                events.append(("dropped", None))
         return events
 
     def _keep_last(self, seconds: float) -> None:

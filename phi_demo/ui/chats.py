@@ -9,7 +9,9 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -28,20 +30,23 @@ from phi_demo.errors import SettingError, UserInputError
 from phi_demo.media.audio import load_audio
 from phi_demo.media.image import load_image
 from phi_demo.media.kinds import kind_of
-from phi_demo.settings import parse_size
-from phi_demo.ui.chat import IDLE
+from phi_demo.settings import AppSettings, parse_size
+from phi_demo.ui.chat import History
 
 EMPTY = {"chats": {}}
+# The current chat when there is none yet (a new chat). Not None: gr.BrowserState does not
+# store a false value, so the browser would reopen the chat before it after a reload.
+NO_CHAT = "new"
 MAX_SAVED = 200  # chats per browser; the oldest go first (localStorage holds ~5 MB)
 
 
-def _chats(saved) -> dict:
-    chats = (saved or {}).get("chats") if isinstance(saved, dict) else None
+def _chats(saved: Any) -> dict[str, Any]:
+    chats = saved.get("chats") if isinstance(saved, dict) else None
     return chats if isinstance(chats, dict) else {}
 
 
 class ChatsHandlers:
-    def __init__(self, settings):
+    def __init__(self, settings: AppSettings):
         try:
             budget = parse_size(settings.chats_budget)
         except ValueError:
@@ -55,7 +60,7 @@ class ChatsHandlers:
         return state_secret(self.folder)
 
     # --- the list -----------------------------------------------------------------
-    def listing(self, saved, current=None):
+    def listing(self, saved: Any, current: str | None = None) -> gr.Dropdown:
         chats = _chats(saved)
         order = sorted(chats, key=lambda k: chats[k].get("updated", 0), reverse=True)
         choices = [(str(chats[k].get("title") or "Chat"), k) for k in order]
@@ -80,12 +85,9 @@ class ChatsHandlers:
         saved = {"chats": chats}
         return saved, current, self.listing(saved, current)
 
-    def open(self, chat_id, saved):
-        chats = _chats(saved)
-        if not chat_id or chat_id not in chats:
-            return gr.skip(), gr.skip(), gr.skip()
+    def _history(self, chat_id: str, saved: Any) -> History:
         try:
-            history, missing = from_saved(chats[chat_id].get("messages"), self.store)
+            history, missing = from_saved(_chats(saved)[chat_id].get("messages"), self.store)
         except UserInputError as e:
             raise gr.Error(str(e), print_exception=False) from None
         if missing:
@@ -93,10 +95,24 @@ class ChatsHandlers:
                     "The rest of the chat is as it was.")
             gr.Warning(note)
             history = [{"role": "assistant", "content": note, "metadata": {"title": "⚠️ Files missing"}}] + history
-        return history, chat_id, gr.update(value=None)
+        return history
 
-    def new(self):
-        return [], None, gr.update(value=None), gr.update(value=None, **IDLE)
+    def open(self, chat_id: Any, saved: Any) -> tuple[Any, Any, Any]:
+        """A chat picked in the list: (chat, current, message box emptied)."""
+        if not chat_id or chat_id not in _chats(saved):
+            return gr.skip(), gr.skip(), gr.skip()
+        return self._history(chat_id, saved), chat_id, gr.update(value=None)
+
+    def reopen(self, saved: Any, current: Any) -> tuple[Any, Any, Any]:
+        """The page (re)loads: the chat this browser was in is open again and selected in
+        the list, as it was left; none (or one deleted since) starts a new chat."""
+        if not isinstance(current, str) or current not in _chats(saved):
+            return gr.skip(), NO_CHAT, self.listing(saved)
+        return self._history(current, saved), current, self.listing(saved, current)
+
+    def new(self) -> tuple[History, str, dict[str, Any], dict[str, Any]]:
+        """(empty chat, no current chat, nothing picked in the list, message box emptied)."""
+        return [], NO_CHAT, gr.update(value=None), gr.update(value=None)
 
     def delete(self, current, saved):
         chats = dict(_chats(saved))
@@ -104,7 +120,7 @@ class ChatsHandlers:
             raise gr.Error("Open a saved chat to delete it.", print_exception=False)
         del chats[current]
         saved = {"chats": chats}
-        return saved, None, self.listing(saved), []
+        return saved, NO_CHAT, self.listing(saved), []
 
     def rename(self, current, title, saved):
         chats = dict(_chats(saved))
@@ -154,8 +170,24 @@ class ChatsHandlers:
         return history, saved, chat_id, self.listing(saved, chat_id)
 
 
-def build_chats_panel(h: ChatsHandlers):
-    """The sidebar's Chats section; returns its components by name for the page's wiring."""
+@dataclass
+class ChatsPanel:
+    """The sidebar's Chats section, for the page's wiring."""
+
+    chat_list: gr.Dropdown
+    new: gr.Button
+    delete: gr.Button
+    rename: gr.Textbox
+    export: gr.Button
+    importer: gr.UploadButton
+    md_file: gr.File
+    zip_file: gr.File
+    saved: gr.BrowserState  # every chat of this browser, kept in its localStorage
+    current: gr.BrowserState  # the chat shown: a reload opens it again
+
+
+def build_chats_panel(h: ChatsHandlers) -> ChatsPanel:
+    """The sidebar's Chats section; call inside the gr.Sidebar."""
     gr.Markdown("### Chats")
     chat_list = gr.Dropdown([], value=None, label="Saved chats (in this browser)", elem_id="chat-list",
                             allow_custom_value=False)
@@ -170,6 +202,5 @@ def build_chats_panel(h: ChatsHandlers):
     md_file = gr.File(label="Markdown (for reading)", visible=False, interactive=False, elem_id="export-md")
     zip_file = gr.File(label="Archive (import restores it)", visible=False, interactive=False, elem_id="export-zip")
     saved = gr.BrowserState(EMPTY, storage_key="phi-demo-chats", secret=h.secret())
-    current = gr.State(None)
-    return dict(chat_list=chat_list, new=new, delete=delete, rename=rename, export=export, importer=importer,
-                md_file=md_file, zip_file=zip_file, saved=saved, current=current)
+    current = gr.BrowserState(NO_CHAT, storage_key="phi-demo-current-chat", secret=h.secret())
+    return ChatsPanel(chat_list, new, delete, rename, export, importer, md_file, zip_file, saved, current)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
+from gradio.events import Dependency
 
 from phi_demo.chat.turn import REQUEST_SETTINGS
-from phi_demo.settings import GenerationSettings
+from phi_demo.contract import ChatEngine
+from phi_demo.settings import AppSettings
 from phi_demo.speech.vad import EnergyVAD
-from phi_demo.ui.chat import ChatHandlers, browse_answers, remember_answer
+from phi_demo.ui.chat import EMPTY_BOX_JS, ChatHandlers, Shown, tab_of
 from phi_demo.ui.chats import ChatsHandlers, build_chats_panel
 from phi_demo.ui.live import LIVE_CSS, build_live_tab
 from phi_demo.ui.recording import FILE_CSS, build_recording_tab
+from phi_demo.ui.sidebar import SidebarHandlers, build_sidebar, wire_sidebar
+from phi_demo.ui.versions import browse_answers, forget_answers, remember_answer
 from phi_demo.ui.voice import VOICE_CSS, VOICE_JS, VoicePanel
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -33,15 +39,26 @@ CLOSE_SIDEBAR_ON_PHONE = """() => {
   const sidebar = toggle && toggle.closest(".sidebar");
   if (sidebar && sidebar.classList.contains("open")) toggle.click();
 }"""
+# Gradio's footer gives each link's icon the link's own text as alt text, so a screen
+# reader says "Settings Settings" (axe-core: image-redundant-alt): next to their text the
+# icons are decoration.
+QUIET_FOOTER_ICONS = """() => {
+  for (const img of document.querySelectorAll("footer img")) {
+    const link = img.closest("a, button");
+    if (link && link.textContent.trim()) img.alt = "";
+  }
+}"""
 CSS = """
 #chatbot { flex-grow: 1; }
+#title h1 { font-size: var(--text-xxl); margin-bottom: 0.25em; }
 .phi-banner { border-left: 4px solid #f59e0b; padding-left: 0.75em; }
 #answer-versions { justify-content: flex-start; align-items: center; gap: 0.5em; }
 #answer-versions > * { flex: 0 0 auto; width: auto; }
 """ + LIVE_CSS + FILE_CSS + VOICE_CSS
 
 
-def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) -> gr.Blocks:
+def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[str, ...] = (),
+               vad: tuple[Any, str] | None = None) -> gr.Blocks:
     """`vad`: (voice-activity detector, its name) for phrase ends and chunking; the energy
     threshold when not given."""
     if vad is None:
@@ -49,43 +66,23 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
     ch = ChatsHandlers(settings)
     voice_folder = Path(tempfile.mkdtemp(prefix="phi-demo-voice-"))  # spoken turns, as audio files
     h = ChatHandlers(engine, settings, allowed_roots + (str(ASSETS), str(ch.store.folder), str(voice_folder)))
-    d = GenerationSettings(max_new_tokens=settings.max_new_tokens)
-    L = GenerationSettings.LIMITS
+    side = SidebarHandlers(engine, settings)
     # Gradio deletes uploads older than a day, checking every hour.
     with gr.Blocks(title="Phi-4-multimodal chat", fill_height=True, delete_cache=(3600, 86400)) as demo:
         with gr.Sidebar(position="left", open=True, label="Settings"):
             c = build_chats_panel(ch)
-            gr.Markdown("### Model")
-            model_md = gr.Markdown(h.status_markdown(), elem_id="model-status")
-            options = [o.name for o in engine.attention_options()]
-            # A remote server decides its own attention: shown, not editable.
-            attn = gr.Radio(options or [engine.attn], value=engine.attn, interactive=bool(options),
-                            label="Attention implementation", info=h.attention_info(), elem_id="attn")
-            seen_attn = gr.State(None)  # (attention, change count) this tab has shown
-            gr.Markdown("### Generation")
-            max_new = gr.Slider(*L["max_new_tokens"], value=d.max_new_tokens, step=1, label="Max new tokens",
-                                elem_id="max-new-tokens")
-            do_sample = gr.Checkbox(value=d.do_sample, label="Sampling (off = greedy)", elem_id="do-sample")
-            temperature = gr.Slider(*L["temperature"], value=d.temperature, step=0.01, label="Temperature")
-            top_p = gr.Slider(*L["top_p"], value=d.top_p, step=0.01, label="Top-p")
-            top_k = gr.Slider(*L["top_k"], value=d.top_k, step=1, label="Top-k")
-            rep = gr.Slider(*L["repetition_penalty"], value=d.repetition_penalty, step=0.01,
-                            label="Repetition penalty")
-            seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
-            system_prompt = gr.Textbox(settings.system_prompt, lines=3, label="System prompt",
-                                       elem_id="system-prompt")
-            reset = gr.Button("Reset to defaults", elem_id="reset")
+            sb = build_sidebar(side)
 
-        gr.Markdown("## Phi-4-multimodal chat\nAsk about text, images, speech, videos and PDFs. "
-                    "Attach files or record with the microphone in the message box.")
-        banner_text = h.banner_markdown()
+        gr.Markdown("# Phi-4-multimodal chat\nAsk about text, images, speech, videos and PDFs. "
+                    "Attach files or record with the microphone in the message box.", elem_id="title")
+        banner_text = side.banner_markdown()
         banner = gr.Markdown(banner_text, visible=bool(banner_text), elem_id="banner", elem_classes="phi-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=480, buttons=["copy", "copy_all"],
                                      placeholder="Ask a question; attach an image, audio, a video or a PDF.",
                                      editable="user", latex_delimiters=LATEX)
-                # Its own stop button shows in place of send while an answer runs (handlers.RUNNING).
+                # Its own stop button shows in place of send while an answer runs (chat.message_box).
                 textbox = gr.MultimodalTextbox(sources=["upload", "microphone"],
                                                file_types=["image", "audio", "video", ".pdf"],
                                                file_count="multiple", show_label=False, elem_id="message",
@@ -108,94 +105,93 @@ def build_demo(engine, settings, allowed_roots: tuple[str, ...] = (), vad=None) 
             with gr.Tab("Audio file", id="file"):
                 build_recording_tab(engine, settings, *vad, tabs, textbox)
 
-        # The /chat endpoint for programs: plain message + history in, answer text out.
+        # The /chat endpoint for programs: message and history as plain JSON (whatever a
+        # client sends reaches the handler, which answers or says what is wrong), text out.
         with gr.Group(visible=False):
-            api_message = gr.MultimodalTextbox(file_count="multiple")
-            api_history = gr.JSON(value=[])
+            api_message = gr.JSON(value={"text": "", "files": []}, label="message")
+            api_history = gr.JSON(value=[], label="history")
             api_answer = gr.Textbox(label="answer")
             api_button = gr.Button()
-        # Polls the load state until the model is ready (or failed), then switches itself off.
-        timer = gr.Timer(1.0, active=True)
 
-        # The request settings by name: the one place components become names.
-        named = {"system_prompt": system_prompt, "max_new_tokens": max_new, "do_sample": do_sample,
-                 "temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": rep,
-                 "seed": seed}
-        assert set(named) == set(REQUEST_SETTINGS), "the sidebar must offer every request setting"
+        # --- events ---------------------------------------------------------------------
+        named = sb.named
+        chat_inputs = {chatbot, *named.values()}
 
-        def values(data: dict) -> dict:
+        def values(data: dict[Any, Any]) -> dict[str, Any]:
             return {name: data[component] for name, component in named.items()}
 
-        def on_submit(data):
-            yield from h.submit(data[textbox], data[chatbot], values(data))
+        def on_submit(data: dict[Any, Any], request: gr.Request) -> Iterator[Shown]:
+            yield from h.submit(data[textbox], data[chatbot], values(data), tab=tab_of(request))
 
-        def on_retry(data):
-            yield from h.retry(data[chatbot], values(data))
+        def on_retry(data: dict[Any, Any], request: gr.Request) -> Iterator[Shown]:
+            yield from h.retry(data[chatbot], values(data), tab=tab_of(request))
 
-        def on_edit(data, evt: gr.EditData):
-            yield from h.edit(data[chatbot], evt.index, evt.value, values(data), evt.previous_value)
+        def on_edit(data: dict[Any, Any], evt: gr.EditData, request: gr.Request) -> Iterator[Shown]:
+            yield from h.edit(data[chatbot], evt.index, evt.value, values(data), evt.previous_value,
+                              tab=tab_of(request))
 
-        def on_like(data, evt: gr.LikeData):
+        def on_like(data: dict[Any, Any], evt: gr.LikeData) -> None:
             h.feedback(data[chatbot], evt.index, evt.liked, values(data))
 
-        def on_reset():
-            return {named[name]: value for name, value in h.defaults().items()}
+        def answering(listener: Any, fn: Any, inputs: Any) -> Dependency:
+            """An event that answers: it streams into the chat and the box, one answer at a time."""
+            return listener(fn, inputs, [chatbot, textbox], concurrency_id="generate", api_visibility="private")
 
-        run = dict(outputs=[chatbot, textbox], concurrency_id="generate", api_visibility="private")
-        sent = textbox.submit(on_submit, {textbox, chatbot, *named.values()}, **run)
-        again = retry.click(on_retry, {chatbot, *named.values()}, **run)
-        example = examples.load_input_event.then(on_submit, {textbox, chatbot, *named.values()}, **run)
-        edited = chatbot.edit(on_edit, {chatbot, *named.values()}, **run)
-        spoken = voice.wire(chatbot, textbox, list(named.values()), values)
-        running = [sent, again, example, edited, spoken]
-        if h.feedback_path:  # the 👍/👎 buttons show only with a listener
-            chatbot.like(on_like, {chatbot, *named.values()}, None, api_visibility="private")
-        private = dict(api_visibility="private")
-        # Saved chats: every change to the chat is saved to this browser's list.
-        save = (ch.save, [chatbot, c["saved"], c["current"]], [c["saved"], c["current"], c["chat_list"]])
         browse = [versions, earlier, version_label, later]
-        fresh_versions = (lambda hist: remember_answer(None, hist), [chatbot], browse)  # another chat shown
-        # A cancelled answer never reaches its own last step: whatever cancels one puts the box back.
-        idle_box = (h.stopped, None, [textbox])
-        for event in running:
-            event.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
-        # Stop keeps the part already shown, as the chat and as a saved chat.
-        stop = textbox.stop(h.stopped, None, [textbox], cancels=running, **private)
-        stop.then(*voice.drop_waiting, **private)
-        stop.then(remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
+
+        def after_answer(event: Dependency, another_chat: bool = False) -> Dependency:
+            """How every event that changes the chat ends: the answer shown is kept among the
+            versions of its question (another chat starts them over), the chat is saved to
+            this browser's list (another chat is saved as it is), and the box is back to send
+            unless an answer runs in this tab now (a voice turn may have begun meanwhile)."""
+            if another_chat:
+                shown = event.then(forget_answers, [chatbot], browse, api_visibility="private")
+            else:
+                shown = event.then(remember_answer, [versions, chatbot], browse, api_visibility="private").then(
+                    ch.save, [chatbot, c.saved, c.current], [c.saved, c.current, c.chat_list], api_visibility="private")
+            return shown.then(h.box_back, None, [textbox], api_visibility="private")
+
+        sent = answering(textbox.submit, on_submit, {textbox, *chat_inputs})
+        textbox.submit(None, None, [textbox], js=EMPTY_BOX_JS)  # after the answer event has read it
+        again = answering(retry.click, on_retry, chat_inputs)
+        example = answering(examples.load_input_event.then, on_submit, {textbox, *chat_inputs})
+        examples.load_input_event.then(None, None, [textbox], js=EMPTY_BOX_JS)
+        edited = answering(chatbot.edit, on_edit, chat_inputs)
+        spoken = voice.wire(chatbot, textbox, list(named.values()), values)
+        running: list[dict[str, Any]] = [sent, again, example, edited, spoken]  # what Stop and the rest cancel
+        for event in (sent, again, example, edited, spoken):
+            after_answer(event)
+        if h.feedback_path:  # the 👍/👎 buttons show only with a listener
+            chatbot.like(on_like, chat_inputs, None, api_visibility="private")
+        # Stop keeps the part already shown, as the chat and as a saved chat; voice turns
+        # still waiting are dropped (Stop means quiet).
+        stop = textbox.stop(h.stopped, None, [textbox], cancels=running, api_visibility="private")
+        after_answer(stop.then(voice.drop_waiting, [chatbot, voice.session], [voice.say], api_visibility="private"))
         for button, step in ((earlier, -1), (later, 1)):
-            button.click(lambda v, hist, step=step: browse_answers(v, hist, step), [versions, chatbot],
-                         [chatbot] + browse, cancels=running, **private).then(*idle_box, **private).then(*save, **private)
-        undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, **private).then(
-            remember_answer, [versions, chatbot], browse, **private).then(*save, **private)
-        for button in (clear, c["new"]):  # the chat stays in the list; the page starts a new one
-            button.click(ch.new, None, [chatbot, c["current"], c["chat_list"], textbox], cancels=running, **private).then(
-                remember_answer, [versions, chatbot], browse, **private)
-        c["chat_list"].input(ch.open, [c["chat_list"], c["saved"]], [chatbot, c["current"], textbox],
-                             cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
-        c["delete"].click(ch.delete, [c["current"], c["saved"]], [c["saved"], c["current"], c["chat_list"], chatbot],
-                          cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
-        c["rename"].submit(ch.rename, [c["current"], c["rename"], c["saved"]], [c["saved"], c["chat_list"], c["rename"]],
-                           **private)
-        c["export"].click(ch.export, [chatbot, c["current"], c["saved"]], [c["md_file"], c["zip_file"]], **private)
-        c["importer"].upload(ch.import_, [c["importer"], c["saved"]], [chatbot, c["saved"], c["current"], c["chat_list"]],
-                             cancels=running, **private).then(*fresh_versions, **private).then(*idle_box, **private)
-        demo.load(ch.listing, [c["saved"]], [c["chat_list"]], **private)
-        api_button.click(h.api_chat, [api_message, api_history] + [named[n] for n in REQUEST_SETTINGS],
+            after_answer(button.click(lambda v, hist, step=step: browse_answers(v, hist, step), [versions, chatbot],
+                                      [chatbot, *browse], cancels=running, api_visibility="private"))
+        after_answer(undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private"))
+        for button in (clear, c.new):  # the chat stays in the list; the page starts a new one
+            after_answer(button.click(ch.new, None, [chatbot, c.current, c.chat_list, textbox], cancels=running,
+                                      api_visibility="private"), another_chat=True)
+        after_answer(c.chat_list.input(ch.open, [c.chat_list, c.saved], [chatbot, c.current, textbox],
+                                       cancels=running, api_visibility="private"), another_chat=True)
+        after_answer(c.delete.click(ch.delete, [c.current, c.saved], [c.saved, c.current, c.chat_list, chatbot],
+                                    cancels=running, api_visibility="private"), another_chat=True)
+        after_answer(c.importer.upload(ch.import_, [c.importer, c.saved], [chatbot, c.saved, c.current, c.chat_list],
+                                       cancels=running, api_visibility="private"), another_chat=True)
+        c.rename.submit(ch.rename, [c.current, c.rename, c.saved], [c.saved, c.chat_list, c.rename],
+                        api_visibility="private")
+        c.export.click(ch.export, [chatbot, c.current, c.saved], [c.md_file, c.zip_file], api_visibility="private")
+        # A reload (or a return visit) reopens the chat this browser was in.
+        after_answer(demo.load(ch.reopen, [c.saved, c.current], [chatbot, c.current, c.chat_list],
+                               api_visibility="private"), another_chat=True)
+        api_button.click(h.api_chat, [api_message, api_history, *(named[n] for n in REQUEST_SETTINGS)],
                          [api_answer], api_name="chat", concurrency_id="generate")
 
-        timer.tick(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
-        demo.load(h.poll_status, None, [model_md, banner, timer], api_visibility="private")
-        # Attention belongs to the shared model: a change waits for the running answer and
-        # applies to everyone; every tab polls for changes made elsewhere.
-        attn.change(h.change_attention, [attn], [attn, model_md, seen_attn], api_visibility="private",
-                    concurrency_id="attention")
-        attn_timer = gr.Timer(2.0, active=bool(options))
-        attn_timer.tick(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private",
-                        show_progress="hidden")
-        demo.load(h.sync_attention, [attn, seen_attn], [attn, model_md, seen_attn], api_visibility="private")
-        reset.click(on_reset, None, list(named.values()), api_visibility="private")
+        wire_sidebar(demo, side, sb, banner)
         # On a phone the sidebar would open over the chat: start with it closed there.
         demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
+        demo.load(None, js=QUIET_FOOTER_ICONS)
         demo.load(None, js=VOICE_JS)
     return demo

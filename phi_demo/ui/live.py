@@ -5,9 +5,11 @@ from __future__ import annotations
 import html
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
+from phi_demo.contract import ChatEngine
 from phi_demo.speech.live import LiveTranscriber, StreamingTranscript, engine_recognizer
 from phi_demo.speech.tasks import LANGUAGES
 
@@ -21,7 +23,7 @@ def show_target(task):
 
 
 class LiveHandlers:
-    def __init__(self, engine, vad=None, vad_name: str = "energy threshold"):
+    def __init__(self, engine: ChatEngine, vad: Any = None, vad_name: str = "energy threshold"):
         self.engine = engine
         self.vad, self.vad_name = vad, vad_name
 
@@ -104,7 +106,8 @@ LIVE_CSS = """
 """
 
 
-def build_live_tab(engine, tabs, chat_box, vad=None, vad_name: str = "energy threshold") -> None:
+def build_live_tab(engine: ChatEngine, tabs: gr.Tabs, chat_box: gr.MultimodalTextbox, vad: Any = None,
+                   vad_name: str = "energy threshold") -> None:
     """The tab's components and events; call inside a gr.Tab."""
     h = LiveHandlers(engine, vad, vad_name)
     gr.Markdown("Press **Record** and speak: committed text appears as you talk, and a grey tail "
@@ -128,14 +131,13 @@ def build_live_tab(engine, tabs, chat_box, vad=None, vad_name: str = "energy thr
     to_chat = gr.Button("Send to chat", elem_id="live-to-chat")
     live = gr.State(None)
 
-    private = dict(api_visibility="private")
-    task.change(show_target, [task], [to], **private)
-    mic.start_recording(h.start, [language, task, to], [live, view, status, txt_file, srt_file], **private)
+    task.change(show_target, [task], [to], api_visibility="private")
+    mic.start_recording(h.start, [language, task, to], [live, view, status, txt_file, srt_file], api_visibility="private")
     # Each tab's stream stays open for its whole recording, so streams must not share one slot;
     # the handler only stores audio, the engine serialises the model.
     mic.stream(h.chunk, [mic, live, language, task, to], [view, status, live], stream_every=0.5, time_limit=30 * 60,
-               concurrency_limit=None, show_progress="hidden", **private).then(
-        h.transcript_text, [live], [copy_box], **private)
-    mic.stop_recording(h.stop, [live], [view, status, txt_file, srt_file, live], **private).then(
-        h.transcript_text, [live], [copy_box], **private)
-    to_chat.click(h.to_chat, [live], [chat_box, tabs], **private)
+               concurrency_limit=None, show_progress="hidden", api_visibility="private").then(
+        h.transcript_text, [live], [copy_box], api_visibility="private")
+    mic.stop_recording(h.stop, [live], [view, status, txt_file, srt_file, live], api_visibility="private").then(
+        h.transcript_text, [live], [copy_box], api_visibility="private")
+    to_chat.click(h.to_chat, [live], [chat_box, tabs], api_visibility="private")

@@ -8,10 +8,13 @@ import html
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
+from phi_demo.contract import ChatEngine
 from phi_demo.errors import UserInputError
+from phi_demo.settings import AppSettings
 from phi_demo.speech import longaudio
 from phi_demo.speech.live import engine_asker, engine_recognizer
 from phi_demo.speech.longaudio import clock
@@ -21,7 +24,7 @@ from phi_demo.ui.live import LANGUAGE_CHOICES, TARGET_CHOICES, show_target
 
 
 class RecordingHandlers:
-    def __init__(self, engine, settings, vad, vad_name: str):
+    def __init__(self, engine: ChatEngine, settings: AppSettings, vad: Any, vad_name: str):
         self.engine, self.settings = engine, settings
         self.vad, self.vad_name = vad, vad_name
         self._vad_lock = threading.Lock()  # the detector's model keeps state while it runs
@@ -68,12 +71,14 @@ class RecordingHandlers:
         recognize = engine_recognizer(self.engine, language or "auto", task or "transcribe", to or "en",
                                       max_new_tokens=min(self.settings.max_new_tokens, 512))
         name = Path(path).name
-        yield (self.view([]), self.status(None, total_s, note), gr.File(value=None, visible=False), None)
+        # The same update at every step, not gr.skip(): see chat.message_box.
+        no_files = gr.File(value=None, visible=False)
+        yield self.view([]), self.status(None, total_s, note), no_files, None
         try:
             for p in longaudio.transcribe(audio, speech, recognize, cancel, float(max_chunk_s or 30), note):
                 if not (p.finished or p.stopped):
                     progress((p.chunks_done, p.chunks), desc=f"{clock(p.done_s)} of {clock(total_s)}", unit="chunks")
-                    yield self.view(p.cues), self.status(p, total_s, note), gr.skip(), gr.skip()
+                    yield self.view(p.cues), self.status(p, total_s, note), no_files, None
         except UserInputError as e:
             raise shown_error(str(e), title="Nothing to transcribe") from None
         except Exception as e:  # noqa: BLE001 - the engine logged it; the user reads a sentence
@@ -154,7 +159,8 @@ FILE_CSS = """
 """
 
 
-def build_recording_tab(engine, settings, vad, vad_name, tabs, chat_box) -> None:
+def build_recording_tab(engine: ChatEngine, settings: AppSettings, vad: Any, vad_name: str, tabs: gr.Tabs,
+                        chat_box: gr.MultimodalTextbox) -> None:
     """The tab's components and events; call inside a gr.Tab."""
     h = RecordingHandlers(engine, settings, vad, vad_name)
     limit = settings.max_recording_seconds
@@ -183,14 +189,13 @@ def build_recording_tab(engine, settings, vad, vad_name, tabs, chat_box) -> None
     summary = gr.Markdown(elem_id="file-summary")
     result = gr.State(None)
 
-    private = dict(api_visibility="private")
-    task.change(show_target, [task], [to], **private)
+    task.change(show_target, [task], [to], api_visibility="private")
     # Its own queue slot, not the chat's: the engine serialises the model per request, so a
     # two-hour file lets chat answers in between its chunks instead of holding them for hours.
     go.click(h.transcribe, [audio, language, task, to, max_chunk], [view, status, files, result],
-             concurrency_id="recording", show_progress_on=[status], **private)
+             concurrency_id="recording", show_progress_on=[status], api_visibility="private")
     summarize.click(h.summarize, [audio], [summary], concurrency_id="recording", show_progress_on=[summary],
-                    **private)
+                    api_visibility="private")
     # Stop tells the model to stop within a token, so the part already done is written out.
-    stop.click(h.stop, None, None, **private)
-    to_chat.click(h.to_chat, [result], [chat_box, tabs], **private)
+    stop.click(h.stop, None, None, api_visibility="private")
+    to_chat.click(h.to_chat, [result], [chat_box, tabs], api_visibility="private")

@@ -1,6 +1,8 @@
 """Voice mode in headless Chromium: the fake microphone plays spoken turns with pauses
 between them (made with espeak-ng), over and over."""
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import time
 import pytest
 
 from phi_demo.chat.policy import EARLIER_CLIP
+from phi_demo.contract import GenerationStats
 from tests.browser.conftest import launch_with_microphone, start_recording
 from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
 from tests.helpers import ROOT, generate_threads, wait_until
@@ -21,10 +24,9 @@ TURNS = ["What is the capital of France?", "Tell me a short joke about cats.", "
 
 @pytest.fixture(scope="module")
 def conversation_48k(tmp_path_factory):
-    """Three utterances, each followed by 3 s of silence, then 37 s more of it, at 48 kHz as a
-    microphone gives. The quiet spell is for pressing Stop with nobody talking: it outlasts
-    a whole 3,000-token answer that nobody talked over, so the third turn is answered in it
-    even on a slow machine."""
+    """Three utterances, each followed by 3 s of silence, then 57 s more of it, at 48 kHz as a
+    microphone gives (the fake microphone plays it in a loop). The quiet spell keeps the
+    first utterance from coming round again while a test looks at the third turn's answer."""
     folder = tmp_path_factory.mktemp("voice")
     parts = []
     for i, text in enumerate(TURNS):
@@ -35,7 +37,7 @@ def conversation_48k(tmp_path_factory):
     padded = []
     for i, part in enumerate(parts):
         out_i = folder / f"p{i}.wav"
-        subprocess.run(["sox", part, "-r", "48000", "-c", "1", str(out_i), "pad", "0.5" if i == 0 else "0", "40" if i == len(parts) - 1 else "3"],
+        subprocess.run(["sox", part, "-r", "48000", "-c", "1", str(out_i), "pad", "0.5" if i == 0 else "0", "60" if i == len(parts) - 1 else "3"],
                        check=True)
         padded.append(str(out_i))
     subprocess.run(["sox", *padded, str(out)], check=True)
@@ -124,45 +126,98 @@ def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_brows
         assert norm(answer) in said, (answer, spoken)
 
 
+@contextlib.contextmanager
+def answers_held_open(server, hold_s=180.0):
+    """Every chat answer streams the model's text, then stays open until something stops it
+    (talking over it, Stop), for at most `hold_s`: an answer still running whenever the next
+    turn comes, however fast or slow this machine decodes. Yields the stop flags of the
+    answers held open now. An answer stopped while held says so in its stats, as one stopped
+    while the model was still generating does.
+
+    The model's own part is kept short: a long answer streaming into the page starves the
+    fake microphone's capture on a small machine (the page then hears the next utterance
+    many seconds late, or not at all)."""
+    recorder = server.engine
+    held = []
+
+    def stream(request, gen, cancel):
+        pieces = type(recorder).stream(recorder, request, gen, cancel)
+        try:
+            for piece in pieces:
+                if isinstance(piece, GenerationStats) and not request.urgent:
+                    held.append(cancel)
+                    try:
+                        cancel.wait(hold_s)
+                    finally:
+                        held.remove(cancel)
+                    if cancel.is_set():
+                        piece = dataclasses.replace(piece, cancelled=True, finish_reason="cancelled")
+                yield piece
+        finally:
+            pieces.close()
+
+    recorder.stream = stream
+    try:
+        yield held
+    finally:
+        del recorder.stream
+        for cancel in list(held):
+            cancel.set()
+
+
+def answering(server, held):
+    """An answer runs: the model generates it, or it is held open."""
+    return bool(generate_threads() or held)
+
+
 def test_talking_over_the_answer_stops_it_and_starts_the_next_turn(voice_browser, server):
     ctx, pg = open_voice(voice_browser, server, {"width": 1280, "height": 1000})
-    server.engine.force_length = True  # answers run until max new tokens: still running when the next turn starts
-    try:
-        set_max_new(pg, 3000)  # long, and inside the tiny model's 8,192-token window with a few turns
-        start_recording(pg, "#voice-mic")
-        assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 60), bot_texts(pg)
-        assert pg.evaluate("window.phiVoice.bargeIns") >= 1  # the page stopped its own speech too
-        # The utterance that interrupted is the next user turn, and it is being answered; the
-        # third is answered in the quiet spell after it (no one talks over that answer).
-        assert wait_until(lambda: user_audio_turns(pg) >= 3 and generate_threads() and pg.is_visible(STOP), 60), \
-            (user_audio_turns(pg), generate_threads(), pg.is_visible(STOP), stats_lines(pg))
-        # This server keeps 2 clips: the third turn is answered with the first clip left out.
-        assert EARLIER_CLIP in server.engine.requests[-1][0].prompt
-        # The message box's Stop ends a voice answer like any other: the page leaves
-        # "Thinking" for "Listening" while the microphone still records, and nothing more is
-        # generated (the turns still waiting are dropped: Stop means quiet).
-        pg.click(STOP)
-        pg.wait_for_function("document.querySelector('#voice-state').dataset.state === 'listening'", timeout=5000)
-        assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
-        pg.locator("#voice-mic").get_by_text("Stop").click()
-        time.sleep(1.5)
-        assert not generate_threads(), "a waiting turn was answered after Stop"
-    finally:
-        server.engine.force_length = False
-        ctx.close()
+    with answers_held_open(server) as held:
+        try:
+            set_max_new(pg, 24)
+            start_recording(pg, "#voice-mic")
+            # The second utterance talks over the first answer: it stops, and says so.
+            assert wait_until(lambda: any("stopped" in t for t in stats_lines(pg)), 90), bot_texts(pg)
+            assert pg.evaluate("window.phiVoice.bargeIns") >= 1  # the page stopped its own speech too
+            # The utterance that interrupted is the next user turn; the third talks over its
+            # answer in turn, and is answered: no one talks over that one.
+            def third_answered():
+                return (EARLIER_CLIP in server.engine.requests[-1][0].prompt and user_audio_turns(pg) >= 3
+                        and answering(server, held) and pg.is_visible(STOP))
+
+            assert wait_until(third_answered, 90), (user_audio_turns(pg), answering(server, held), pg.is_visible(STOP),
+                                           stats_lines(pg), server.engine.requests[-1][0].prompt[-200:])
+            # This server keeps 2 clips: the third turn was answered with the first clip left out.
+            # The message box's Stop ends a voice answer like any other: the page leaves
+            # "Thinking" for "Listening" while the microphone still records, and nothing more
+            # is generated (the turns still waiting are dropped: Stop means quiet).
+            asked = len(server.engine.requests)
+            pg.click(STOP)
+            pg.wait_for_function("document.querySelector('#voice-state').dataset.state === 'listening'",
+                                 timeout=10_000)
+            assert wait_until(lambda: not answering(server, held), 10), "the answer went on after Stop"
+            pg.wait_for_selector(SEND, state="visible")
+            pg.locator("#voice-mic").get_by_text("Stop").click()
+            pg.locator("#voice-mic button.record-button").wait_for()
+            assert not answering(server, held) and len(server.engine.requests) == asked, \
+                "a turn waiting at Stop was answered"
+        finally:
+            ctx.close()
 
 
 def test_the_answer_is_spoken_sentence_by_sentence_as_it_arrives(voice_browser, server):
-    """The page's side alone: the answer so far is written where the page reads it, as the
-    server does while streaming."""
+    """The page's side alone: the answer so far is written into the box the page reads, as
+    the server's updates do, and the page's change event hands it over."""
     ctx, pg = open_voice(voice_browser, server, {"width": 1280, "height": 1000})
     try:
         def stream(text, done=False, turn=99, stopped=False):
+            before = pg.evaluate("window.phiVoice.updates")
             pg.evaluate("""([value]) => {
                 const box = document.querySelector('#voice-say textarea');
                 box.value = value;
+                box.dispatchEvent(new Event('input', {bubbles: true}));
             }""", [json.dumps({"turn": turn, "text": text, "done": done, "stopped": stopped})])
-            time.sleep(0.4)  # the page looks every 150 ms
+            pg.wait_for_function(f"window.phiVoice.updates > {before}")
             return pg.evaluate("window.phiVoice.spoken.slice()")
 
         assert stream("Paris is the capital") == []  # no sentence finished yet

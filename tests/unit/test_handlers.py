@@ -9,6 +9,8 @@ import pytest
 
 from phi_demo.settings import AppSettings
 from phi_demo.ui.chat import ChatHandlers, split_last_turn
+from phi_demo.ui.sidebar import SidebarHandlers
+from phi_demo.ui.versions import browse_answers, remember_answer
 from tests.helpers import ROOT
 
 IMAGE = str(ROOT / "assets" / "example_image.png")
@@ -70,15 +72,18 @@ def test_a_chat_past_the_clip_limit_goes_on_and_the_stats_line_says_what_was_lef
 ])
 def test_bad_input_is_refused_before_anything_changes(handlers, message, expected):
     outs, err = run(handlers.submit(message, copy.deepcopy(HISTORY), GEN))
-    assert outs == []  # nothing was shown, the textbox keeps the message
+    # Nothing was shown: the chat as it was, the message back in the box the page emptied.
+    assert [(h, box["value"], box["submit_btn"]) for h, box in outs] == [(HISTORY, message, True)]
     assert expected in str(err)
 
 
 def test_corrupt_image_message_and_history_kept(handlers, tmp_path):
     bad = tmp_path / "photo.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    outs, err = run(handlers.submit({"text": "what", "files": [str(bad)]}, copy.deepcopy(HISTORY), GEN))
-    assert outs == [] and "photo.png: the image is damaged or truncated" in str(err)
+    message = {"text": "what", "files": [str(bad)]}
+    outs, err = run(handlers.submit(message, copy.deepcopy(HISTORY), GEN))
+    assert [(h, box["value"]) for h, box in outs] == [(HISTORY, message)]  # the chat as it was, the message back
+    assert "photo.png: the image is damaged or truncated" in str(err)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory"), ValueError("odd failure")])
@@ -103,7 +108,10 @@ def test_retry_regenerates_last_answer(handlers):
 def test_the_box_shows_stop_only_while_an_answer_runs(handlers):
     outs = list(handlers.submit({"text": "Hi", "files": []}, [], GEN))
     first, last = outs[0][1], outs[-1][1]
-    assert first["stop_btn"] and not first["submit_btn"] and first["value"] is None  # sent: the box empties
+    assert first["stop_btn"] and not first["submit_btn"] and "value" not in first  # the page emptied it
+    # Every step says so again, never gr.skip(): the page applies each step as a diff of the
+    # one before, in place, and a skip right after the first step would delete its buttons.
+    assert all(box == first for _, box in outs[:-1]) and len(outs) > 2
     assert last["submit_btn"] and not last["stop_btn"] and "value" not in last
     assert handlers.stopped() == {"__type__": "update", "submit_btn": True, "stop_btn": False}
 
@@ -165,8 +173,6 @@ def test_feedback_is_off_on_a_space_unless_set(tmp_path):
 
 
 def test_retried_answers_can_be_browsed_and_the_one_shown_continues(handlers):
-    from phi_demo.ui.chat import browse_answers, remember_answer
-
     sampled = {**GEN, "do_sample": True, "temperature": 2.0, "max_new_tokens": 12}
     history = list(handlers.submit({"text": "Tell me", "files": []}, [], sampled))[-1][0]
     versions, *controls = remember_answer(None, history)
@@ -184,17 +190,15 @@ def test_retried_answers_can_be_browsed_and_the_one_shown_continues(handlers):
     history = list(handlers.submit({"text": "And then?", "files": []}, history, GEN))[-1][0]
     assert history[1]["content"] == answers[0]
     versions, *controls = remember_answer(versions, history)
-    assert len(versions["answers"]) == 1 and not controls[0]["visible"]
+    assert len(versions.answers) == 1 and not controls[0]["visible"]
 
 
 def test_a_greedy_retry_that_repeats_itself_is_not_a_new_version(handlers):
-    from phi_demo.ui.chat import remember_answer
-
     history = list(handlers.submit({"text": "Tell me", "files": []}, [], GEN))[-1][0]
     versions, *_ = remember_answer(None, history)
     history = list(handlers.retry(history, GEN))[-1][0]
     versions, *_ = remember_answer(versions, history)
-    assert len(versions["answers"]) == 1
+    assert len(versions.answers) == 1
 
 
 def test_retry_with_nothing_to_retry(handlers):
@@ -209,21 +213,67 @@ def test_undo_puts_the_message_back():
     assert before == HISTORY and message == {"text": "What?", "files": [IMAGE]}
 
 
-def test_attention_choice_that_cannot_run_is_refused(handlers, engine):
+@pytest.fixture
+def sidebar(engine):
+    return SidebarHandlers(engine, AppSettings(model="tiny-random"))
+
+
+def test_attention_choice_that_cannot_run_is_refused(sidebar, engine, monkeypatch):
     warnings = []
-    orig = gr.Warning
-    gr.Warning = lambda msg, *a, **k: warnings.append(msg)
-    try:
-        value, _, _ = handlers.change_attention("flash_attention_2")
-    finally:
-        gr.Warning = orig
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings.append(msg))
+    value, _, _ = sidebar.change_attention("flash_attention_2")
     assert value == engine.attn and warnings == ["flash_attention_2 cannot be used here: needs a CUDA GPU."]
-    assert "flash_attention_2: needs a CUDA GPU" in handlers.attention_info()
+    assert "flash_attention_2: needs a CUDA GPU" in sidebar.attention_info()
 
 
-def test_status_and_tiny_banner(handlers):
-    assert "`tiny-random`" in handlers.status_markdown() and "`cpu`" in handlers.status_markdown()
-    assert "random noise" in handlers.banner_markdown()
+def test_status_and_tiny_banner(sidebar):
+    assert "`tiny-random`" in sidebar.status_markdown() and "`cpu`" in sidebar.status_markdown()
+    assert "random noise" in sidebar.banner_markdown()
+
+
+def test_the_sidebar_reads_the_typed_model_facts(engine):
+    from phi_demo.contract import EngineStatus, ModelFacts
+
+    facts = ModelFacts(model="m", device="cuda:0", attention="sdpa", adapters=("vision",), cuda_allocated_gb=1.5)
+    shown = SidebarHandlers(engine, AppSettings(model="tiny-random")).status_markdown(EngineStatus("ready", "", facts))
+    assert "- **Device:** `cuda:0`" in shown and "- **Adapters:** `vision`" in shown
+    assert "- **GPU memory in use:** `1.5 GB`" in shown and "Revision" not in shown  # what is not known is left out
+    server = ModelFacts(model="phi", server="http://x/v1", served_models=("phi", "phi-speech"), attention="server")
+    shown = SidebarHandlers(engine, AppSettings(model="tiny-random")).status_markdown(EngineStatus("ready", "", server))
+    assert "- **Served models:** `phi, phi-speech`" in shown
+
+
+def test_the_page_follows_the_load_then_stops_listening(engine, monkeypatch):
+    """The page hears of the load's progress from one streamed event, not by asking every second."""
+    import asyncio
+
+    from phi_demo.contract import EngineStatus
+
+    class Loading:
+        def __init__(self):
+            self.states = [EngineStatus("loading", "Downloading 1 of 2 files…")] * 2 + \
+                [EngineStatus("loading", "Loading tiny-random…")] + [engine.status()] * 5
+
+        def status(self):
+            return self.states.pop(0)
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+    async def follow():
+        sidebar = SidebarHandlers(Loading(), AppSettings(model="tiny-random"))
+        return [md async for md, _banner in sidebar.follow_model()]
+
+    sleeps = []
+
+    async def no_wait(seconds):
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    shown = asyncio.run(follow())
+    assert [md.splitlines()[0] for md in shown] == ["⏳ Downloading 1 of 2 files…", "⏳ Loading tiny-random…",
+                                                    "- **Model:** `tiny-random`"]  # each change once, then done
+    assert sleeps == [1.0] * 3
 
 
 def test_model_unavailable_banner_says_how_to_fix():
@@ -234,7 +284,7 @@ def test_model_unavailable_banner_says_how_to_fix():
     with pytest.raises(ModelUnavailable):
         e.load()
     h = ChatHandlers(e, AppSettings(offline=True))
-    banner = h.banner_markdown()
+    banner = SidebarHandlers(e, AppSettings(offline=True)).banner_markdown()
     assert "unavailable" in banner and "--model" in banner and "tiny-random" in banner
     outs, err = run(h.submit({"text": "hi", "files": []}, [], GEN))
     assert outs[-1][0] == [] and "tiny-random" in str(err)
@@ -263,3 +313,61 @@ def test_prefill_notice_wording():
     assert prefill_notice(req, 100) is None
     assert prefill_notice(req, 1682).text == "Reading 2 images and the audio: 1,682 tokens…"
     assert prefill_notice(req, 900, done=(2, 1)).text == "Reading the conversation: 900 tokens…"
+
+
+class Tab:
+    """What Gradio hands a handler about the tab an event comes from."""
+
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+def test_the_box_goes_back_to_send_only_when_no_answer_runs_in_that_tab(handlers):
+    """After an event that changed the chat, the box goes back to send; but an answer that
+    began meanwhile in that tab (a voice turn waiting behind a cancelled answer) keeps its
+    stop button, and another tab's answer does not count."""
+    running = handlers.answer({"text": "Hi", "files": []}, history=[], rollback=[], from_box=False, values=GEN,
+                              tab="a")
+    _, box = next(running)
+    assert box["stop_btn"]
+    assert handlers.box_back(Tab("a")) == gr.skip()
+    assert handlers.box_back(Tab("b")) == {"__type__": "update", "submit_btn": True, "stop_btn": False}
+    running.close()  # what Gradio does to a cancelled answer before the cancelling event runs
+    assert handlers.box_back(Tab("a"))["submit_btn"]
+
+
+def test_a_failed_answer_does_not_count_as_running(engine):
+    h = ChatHandlers(FailingEngine(engine, RuntimeError("boom")), AppSettings(model="tiny-random"))
+    run(h.submit({"text": "Hi", "files": []}, [], GEN, tab="a"))
+    assert h.box_back(Tab("a"))["submit_btn"]
+
+
+def test_a_tab_is_not_told_of_its_own_attention_switch_while_it_applies(engine, monkeypatch):
+    """A switch waits for the running answer; the tab that asked for it polls meanwhile and
+    must not hear of it as another user's, nor have its radio moved (its person may have
+    chosen again since)."""
+    infos = []
+    monkeypatch.setattr(gr, "Info", lambda msg, *a, **k: infos.append(msg))
+    sidebar = SidebarHandlers(engine, AppSettings(model="tiny-random"))
+    start = engine.attn
+    other = "eager" if start != "eager" else "sdpa"
+    seen = sidebar.sync_attention(start, None, Tab("me"))[2]
+    real_switch = engine.set_attention
+    polls = []
+
+    def switch_then_poll(name):  # the switch has happened; this tab's poll comes before the answer
+        result = real_switch(name)
+        polls.append(sidebar.sync_attention(start, seen, Tab("me")))
+        return result
+
+    monkeypatch.setattr(engine, "set_attention", switch_then_poll)
+    try:
+        value, _md, seen = sidebar.change_attention(other, Tab("me"))
+        assert value == gr.skip() and engine.attn == other and seen == (other, engine.attn_changes)
+        assert polls[0][0] == gr.skip() and not any("Another user" in i for i in infos)
+        assert sidebar.sync_attention(start, (start, 0), Tab("me"))[0] == gr.skip()  # done: still its own
+        told = sidebar.sync_attention(start, (start, 0), Tab("someone else"))
+        assert told[0] == other and "Another user switched the attention implementation" in infos[-1]
+    finally:
+        monkeypatch.undo()
+        engine.set_attention(start)

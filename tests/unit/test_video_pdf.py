@@ -148,12 +148,12 @@ def test_a_follow_up_does_not_process_the_video_again(engine):
     cache = engine.load().processor.image_processor
     assert isinstance(cache, CachedImageProcessor)
     turns = [Turn("user", "What happens?", (CLIP,))]
-    decoded_before = conversation._decoded.misses
+    decoded_before = conversation.decoded_media.misses
     first, s1 = collect(engine.stream(build_request(turns), GEN, threading.Event()))
-    decoded_after_first = conversation._decoded.misses
+    decoded_after_first = conversation.decoded_media.misses
     crops = cache.misses
     turns += [Turn("assistant", first), Turn("user", "And what does the voice say?")]
     _, s2 = collect(engine.stream(build_request(turns), GEN, threading.Event()))
-    assert decoded_after_first - decoded_before <= 1 and conversation._decoded.misses == decoded_after_first
+    assert decoded_after_first - decoded_before <= 1 and conversation.decoded_media.misses == decoded_after_first
     assert s2.cached_tokens >= s1.prompt_tokens  # the whole first turn, frames and sound, from the KV cache
     assert cache.misses == crops

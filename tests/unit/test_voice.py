@@ -3,12 +3,14 @@
 import json
 import threading
 
+import gradio as gr
 import numpy as np
 import pytest
 
 from phi_demo.speech.vad import EnergyVAD, SileroVAD
 from phi_demo.speech.voice import VoiceTurns
-from tests.helpers import silence, tone
+from phi_demo.ui.voice import HeardTurn, VoiceHandlers
+from tests.helpers import silence, tone, wait_until
 
 SR = 16_000
 
@@ -56,19 +58,19 @@ def test_spoken_sentences_in_noise_make_one_turn_each():
 
 
 class FakeChat:
-    """ChatHandlers._run's shape: yields (history, box); stops when cancelled."""
+    """ChatHandlers.answer's shape: yields (history, box); stops when cancelled."""
 
     def __init__(self):
         self.started = threading.Event()
         self.messages = []
 
-    def _run(self, message, base, rollback, restore_box, values, cancel=None):
+    def answer(self, message, *, history, rollback, from_box, values, cancel=None, tab="-"):
         self.messages.append(message)
         user = {"role": "user", "content": [{"path": message["files"][0]}]}
         for i in range(200):
             self.started.set()
             text = "Hello there. How are you" + " today" * i
-            yield base + [user, {"role": "assistant", "content": text}], "box"
+            yield history + [user, {"role": "assistant", "content": text}], "box"
             if cancel.is_set():
                 break
             cancel.wait(0.01)
@@ -76,56 +78,119 @@ class FakeChat:
 
 @pytest.fixture
 def voice(tmp_path):
-    from phi_demo.ui.voice import VoiceHandlers
-
     return VoiceHandlers(FakeChat(), EnergyVAD(), tmp_path)
+
+
+def speak(voice, session, *pieces):
+    for piece in pieces:
+        session, phase, trigger = voice.chunk((SR, piece), session)
+    return session, phase, trigger
+
+
+def answering(voice, session, history=()):
+    outputs = []
+    thread = threading.Thread(target=lambda: outputs.extend(voice.answer(list(history), session, {})))
+    thread.start()
+    assert voice.chat.started.wait(5)
+    return thread, outputs
 
 
 def test_a_turn_goes_to_the_chat_as_audio_only_and_talking_over_the_answer_stops_it(voice):
     session, phase = voice.start(None)
     assert phase == "listening"
-    for piece in (tone(1.5), quiet(1.0)):
-        session, phase, trigger = voice.chunk((SR, piece), session)
+    session, phase, trigger = speak(voice, session, tone(1.5), quiet(1.0))
     assert phase == "thinking" and trigger == f"{session.id}:1" and len(session.pending) == 1
-    outputs = []
-    answering = threading.Thread(target=lambda: outputs.extend(voice.answer([], session, {})))
-    answering.start()
-    assert voice.chat.started.wait(5)
+    thread, outputs = answering(voice, session)
     message = voice.chat.messages[0]
     assert message["text"] == "" and message["files"][0].endswith(".wav")  # the speech-QA form
     session, phase, _ = voice.chunk((SR, tone(0.5)), session)  # the person talks over the answer
     assert phase == "hearing"
-    answering.join(5)
-    assert not answering.is_alive(), "the answer did not stop"
+    assert wait_until(lambda: json.loads(outputs[-1][2])["done"], 5), "the answer did not stop"
     last = json.loads(outputs[-1][2])
     assert last["done"] and last["stopped"] and last["turn"] == 1 and last["text"].startswith("Hello there.")
     assert len(outputs) < 150
+    speak(voice, session, quiet(1.0))  # the interruption was a noise: nothing more to answer
+    thread.join(5)
+    assert not thread.is_alive()
 
 
-def test_stop_drops_the_waiting_turns_and_stops_the_answer_that_began_after_the_cancel(voice):
-    """The message box's Stop: Gradio cancels the answer it knows of; a turn that waited
-    behind it may already have begun when the Stop's own step runs. Both end, nothing waits."""
-    session, _ = voice.start(None)
-    for piece in (tone(1.5), quiet(1.0), tone(1.5), quiet(1.0)):
-        session, _, _ = voice.chunk((SR, piece), session)
+def test_the_turn_that_interrupted_is_answered_next(voice):
+    session, _, _ = speak(voice, voice.start(None)[0], tone(1.5), quiet(1.0))
+    thread, outputs = answering(voice, session)
+    session, _, trigger = speak(voice, session, tone(1.5), quiet(1.0))  # talks over the first answer
+    thread.join(5)  # it ended while the person talked: the new turn's trigger starts the next
+    assert trigger == f"{session.id}:2" and not thread.is_alive()
+    voice.chat.started.clear()
+    thread, more = answering(voice, session, outputs[-1][0])
+    voice.drop_waiting(more[-1][0], session)  # Stop
+    thread.join(5)
+    said = [json.loads(s) for _, _, s in outputs + more]
+    assert said[len(outputs) - 1] == {**said[len(outputs) - 1], "turn": 1, "done": True, "stopped": True}
+    assert said[-1]["turn"] == 2 and [m["files"][0][-6:] for m in voice.chat.messages] == ["-1.wav", "-2.wav"]
+    assert [m["role"] for m in more[-1][0]] == ["user", "assistant", "user", "assistant"]  # the first answer stays
+
+
+def test_a_turn_heard_while_an_answer_ran_is_answered_by_the_same_event(voice):
+    """The page's trigger for a turn that ends while the answer event still runs is merged
+    with the one already waiting (always_last): the running event answers it."""
+    session, _, _ = speak(voice, voice.start(None)[0], tone(1.5), quiet(1.0))
+    thread, outputs = answering(voice, session)
+    with session.lock:  # heard meanwhile: the running answer was stopped, the turn waits
+        session.pending.append(HeardTurn(2, "second.wav"))
+        session.answer_cancel.set()
+    assert wait_until(lambda: len(voice.chat.messages) == 2, 5), "the waiting turn was left for a trigger"
+    voice.drop_waiting(outputs[-1][0], session)
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_turn_talked_over_before_its_answer_began_gets_none(voice):
+    """The person spoke again before the first turn's answer could begin (a slow queue): as
+    if they had talked over that answer, it gets none, and the next turn is answered."""
+    session, _, _ = speak(voice, voice.start(None)[0], tone(1.5), quiet(1.0), tone(1.5), quiet(1.0))
     assert len(session.pending) == 2
-    outputs = []
-    answering = threading.Thread(target=lambda: outputs.extend(voice.answer([], session, {})))
-    answering.start()
-    assert voice.chat.started.wait(5)
+    thread, outputs = answering(voice, session)
+    assert len(voice.chat.messages) == 1
+    first = outputs[0]
+    assert [m["role"] for m in first[0]] == ["user"] and json.loads(first[2]) == {
+        "turn": 1, "text": "", "done": True, "stopped": True}  # shown, not answered, nothing read out
+    assert voice.chat.messages[0]["files"][0].endswith("-2.wav")  # the second turn is the one answered
+    voice.drop_waiting(outputs[-1][0], session)
+    thread.join(5)
+
+
+def test_no_answer_begins_while_the_person_is_talking(voice):
+    """A turn waits while the person talks; if the talk is only a noise, it is answered then."""
+    session, _, _ = speak(voice, voice.start(None)[0], tone(1.5), quiet(1.0))
+    session, phase, _ = voice.chunk((SR, tone(0.3)), session)  # a cough begins
+    assert phase == "hearing" and list(voice.answer([], session, {})) == []
+    session, phase, trigger = speak(voice, session, quiet(1.0))  # too short to be a turn
+    assert phase == "thinking" and trigger != gr.skip(), "the waiting turn must be answered now"
+    thread, outputs = answering(voice, session)
+    voice.drop_waiting(outputs[-1][0] if outputs else [], session)
+    thread.join(5)
+    assert len(voice.chat.messages) == 1
+
+
+def test_stop_drops_the_waiting_turns_and_stops_the_answer(voice):
+    """The message box's Stop: Gradio cancels the answer event it knows of; the Stop's own
+    step stops the voice answer running now by its flag (it may have begun after the cancel)
+    and drops the turns still waiting. Both end, nothing waits."""
+    session, _, _ = speak(voice, voice.start(None)[0], tone(1.5), quiet(1.0))
+    thread, outputs = answering(voice, session)
+    with session.lock:  # a turn heard that no answer has taken yet
+        session.pending.append(HeardTurn(2, "second.wav"))
     shown = outputs[-1][0] if outputs else [{"role": "assistant", "content": "Hello there."}]
     told = json.loads(voice.drop_waiting(shown, session))
-    answering.join(5)
-    assert not answering.is_alive() and len(outputs) < 150, "the answer did not stop"
-    assert session.pending == [] and list(voice.answer([], session, {})) == []  # the second turn is not answered
-    assert told == {"turn": 2, "text": told["text"], "done": True, "stopped": True} and told["text"]
+    thread.join(5)
+    assert not thread.is_alive() and len(outputs) < 150, "the answer did not stop"
+    assert session.pending == [] and len(voice.chat.messages) == 1  # the waiting turn is not answered
+    assert told == {"turn": 1, "text": told["text"], "done": True, "stopped": True} and told["text"]
     last = json.loads(outputs[-1][2])
     assert last["done"] and last["stopped"], "the answer's own last word must not read out the rest"
 
 
 def test_stop_with_no_voice_answer_leaves_the_page_alone(voice):
-    import gradio as gr
-
     session, _ = voice.start(None)
     assert voice.drop_waiting([], session) == gr.skip() == voice.drop_waiting([], None)
     assert session.pending == [] and session.answer_cancel is None
