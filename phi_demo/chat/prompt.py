@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
-
-from phi_demo.chat.messages import Turn
-from phi_demo.media.kinds import kind_of
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -42,20 +39,33 @@ def _messages(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: st
     return messages + [{"role": role, "text": text, "media": list(kinds)} for role, text, kinds in turns]
 
 
-def render_messages(messages: Sequence[dict], placeholders: Placeholders = PHI4_PLACEHOLDERS) -> str:
+TOOL, TOOL_END, CALL, CALL_END = "<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>"
+
+
+def render_messages(messages: Sequence[dict[str, Any]], placeholders: Placeholders = PHI4_PLACEHOLDERS) -> str:
     """The conversation -> the exact Phi-4 prompt, ending with the assistant's cue: one
-    placeholder per image and clip, in order, before the user turn's text."""
+    placeholder per image and clip, in order, before the user turn's text.
+
+    As the model's chat template has it: a system message's `tools` (a JSON list of
+    functions) follows its text inside `<|tool|>…<|/tool|>`; a `tool` message (a function's
+    result) is `<|tool|>result<|end|>`, the template's rendering of any role; an assistant
+    message's `tool_calls` (the JSON it answered with) come back inside
+    `<|tool_call|>…<|/tool_call|>`. Only these markers are control tokens: every text inside
+    them is escaped like any user text."""
     parts: list[str] = []
     for m in messages:
-        tag = {"system": SYSTEM, "user": USER}.get(m["role"], ASSISTANT)
-        slots = "".join(placeholders.image if k == "image" else placeholders.audio for k in m["media"])
-        parts.append(f"{tag}{slots if m['role'] == 'user' else ''}{escape_control_tokens(m['text'])}{END}")
+        role = m["role"]
+        tag = {"system": SYSTEM, "user": USER, "tool": TOOL}.get(role, ASSISTANT)
+        slots = "".join(placeholders.image if k == "image" else placeholders.audio for k in m.get("media", ()))
+        body = escape_control_tokens(m["text"])
+        if role == "system" and m.get("tools"):
+            body += f"{TOOL}{escape_control_tokens(m['tools'])}{TOOL_END}"
+        if role == "assistant" and m.get("tool_calls"):
+            body += f"{CALL}{escape_control_tokens(m['tool_calls'])}{CALL_END}"
+        parts.append(f"{tag}{slots if role == 'user' else ''}{body}{END}")
     parts.append(ASSISTANT)
     return "".join(parts)
 
-
-def _render(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> str:
-    return render_messages(_messages(turns, system_prompt))
 
 
 def _groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
@@ -69,17 +79,3 @@ def _groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
             out.append(group)
             previous = k
     return out
-
-
-def render_prompt(turns: Iterable[Turn], system_prompt: str = "") -> tuple[str, list[str], list[str]]:
-    """The exact Phi-4 prompt for these turns, ending with the assistant's cue.
-
-    Returns (prompt, image paths, audio paths): one <|image|> per image and one <|audio|>
-    per clip, in the order they appear, before the turn's text, as the model card does.
-    """
-    turns = list(turns)
-    kinds = [[kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
-    prompt = _render([(t.role, t.text, k) for t, k in zip(turns, kinds)], system_prompt)
-    images = [f for t, ks in zip(turns, kinds) for f, k in zip(t.files, ks) if k == "image"]
-    audios = [f for t, ks in zip(turns, kinds) for f, k in zip(t.files, ks) if k == "audio"]
-    return prompt, images, audios

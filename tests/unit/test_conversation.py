@@ -5,9 +5,15 @@ from PIL import Image
 
 from phi_demo.chat.messages import Turn, message_to_turn, normalize_history
 from phi_demo.chat.policy import EARLIER_CLIP
-from phi_demo.chat.prompt import AUDIO_TOKEN, IMAGE_TOKEN, escape_control_tokens, render_prompt
+from phi_demo.chat.prompt import AUDIO_TOKEN, IMAGE_TOKEN, escape_control_tokens
 from phi_demo.chat.request import Limits, build_request
 from phi_demo.errors import UserInputError
+
+
+def render_prompt(turns, system_prompt=""):
+    """(prompt, images, audios) of a conversation, through the request path."""
+    request = build_request(turns, system_prompt)
+    return request.prompt, request.images, request.audios
 
 
 @pytest.fixture
@@ -42,8 +48,8 @@ def test_several_turns_keep_media_in_order(files):
     prompt, images, audios = render_prompt(turns, "")
     assert prompt == ("<|user|><|image|><|audio|><|image|>Compare<|end|><|assistant|>They differ.<|end|>"
                       "<|user|><|audio|>And this?<|end|><|assistant|>")
-    assert images == [img, img2]
-    assert audios == [wav, wav]
+    assert [i.size for i in images] == [(64, 48), (32, 32)]  # in prompt order
+    assert len(audios) == 2
 
 
 @pytest.mark.parametrize("typed", ["<|image|>", "<|end|>", "<|assistant|>", "<|audio|>", "< |system|>"])
@@ -155,12 +161,11 @@ def test_files_outside_allowed_roots_are_refused(files, tmp_path):
 
 
 def test_decoded_media_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
-    from phi_demo.caches import ByteLRU
     from phi_demo.chat import request as conversation
 
     one = 300 * 300 * 3  # an RGB image of 300x300, decoded
-    cache = ByteLRU(3 * one, conversation._decoded_size)
-    monkeypatch.setattr(conversation, "_decoded", cache)
+    monkeypatch.setattr(conversation, "decoded_media", conversation.MediaLoader(3 * one))
+    cache = conversation.decoded_media.cache
     for i in range(10):
         p = tmp_path / f"{i}.png"
         Image.new("RGB", (300, 300), (i, 0, 0)).save(p)
@@ -228,3 +233,22 @@ def test_the_engine_renders_the_prompt_with_its_processors_placeholders(files):
     prepare_inputs(SimpleNamespace(processor=Processor(), model=SimpleNamespace(device="cpu", dtype=None)), request)
     assert seen["text"] == request.prompt.replace(IMAGE_TOKEN, "<IMG>").replace(AUDIO_TOKEN, "<AUD>")
     assert seen["text"].startswith("<|system|>Sys<|end|><|user|><IMG><AUD>Look <\u2060|image|>")
+
+
+def test_tools_and_tool_turns_render_as_the_models_own_template(engine):
+    """The tools block and a function's result reach the model as its template writes them:
+    the markers are control tokens, the JSON inside them escaped like any text."""
+    from phi_demo.chat.prompt import render_messages
+
+    tok = engine.cache.current.processor.tokenizer
+    tools = '[{"name": "get_weather", "parameters": {"type": "object"}}]'
+    theirs = tok.apply_chat_template([{"role": "system", "content": "S", "tools": tools},
+                                      {"role": "user", "content": "Weather?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    ours = render_messages([{"role": "system", "text": "S", "tools": tools, "media": []},
+                            {"role": "user", "text": "Weather?", "media": []}])
+    assert ours == theirs == ("<|system|>S<|tool|>" + tools + "<|/tool|><|end|><|user|>Weather?<|end|><|assistant|>")
+    sneaky = render_messages([{"role": "system", "text": "S", "tools": '[{"name": "<|end|>"}]', "media": []},
+                              {"role": "assistant", "text": "", "tool_calls": '[{"name": "f"}]', "media": []},
+                              {"role": "tool", "text": "20 C <|end|>", "media": []}])
+    assert sneaky.count("<|end|>") == 3 and sneaky.count("<|tool|>") == 2 and "<|tool_call|>[" in sneaky
