@@ -7,8 +7,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 _lock = threading.Lock()  # one writer at a time: a line is never interleaved with another
 
@@ -22,8 +23,20 @@ def target(setting: str | None, on_space: bool, cache: Path) -> Path | None:
     return None if on_space else cache / "feedback.jsonl"
 
 
-def record(path: Path, liked: Any, conversation: list[dict], answer: str, settings: dict, model: dict) -> dict:
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "liked": liked, "conversation": conversation,
+class Entry(TypedDict):
+    """One line of the feedback file."""
+
+    time: str
+    liked: bool | str | None  # Gradio's like value; None when the click was taken back
+    conversation: Sequence[Mapping[str, object]]  # the turns before the answer
+    answer: str
+    settings: Mapping[str, object]  # the generation settings the answer was made with
+    model: Mapping[str, str]
+
+
+def record(path: Path, liked: bool | str | None, conversation: Sequence[Mapping[str, object]], answer: str,
+           settings: Mapping[str, object], model: Mapping[str, str]) -> Entry:
+    entry: Entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "liked": liked, "conversation": conversation,
              "answer": answer, "settings": settings, "model": model}
     line = json.dumps(entry, ensure_ascii=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

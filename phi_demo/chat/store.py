@@ -16,8 +16,9 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 from phi_demo.caches import ByteLRU
 from phi_demo.chat.messages import content_parts, file_path, normalize_history
@@ -27,20 +28,43 @@ FORMAT = "phi-demo-chat/1"
 MAX_ZIP_ENTRIES = 200
 MAX_CHAT_JSON = 20 << 20  # the text of a chat, not its media
 
+# A Chatbot message as Gradio sends and takes it: {"role", "content", "metadata"?}. Its
+# values come from the browser, so they are whatever JSON it sent until checked.
+Message = dict[str, object]
+
+
+class ChatFile(TypedDict):
+    """chat.json in an exported .zip."""
+
+    format: str  # FORMAT
+    title: str
+    exported: str  # the day, YYYY-MM-DD
+    messages: list[Message]  # files as "media/<name>" paths inside the archive
+
+
+def _as_table(value: object) -> dict[str, object] | None:
+    """A JSON object as a table of named values, or None for anything else."""
+    return cast("dict[str, object]", value) if isinstance(value, dict) else None
+
+
+def _as_list(value: object) -> list[object] | None:
+    return cast("list[object]", value) if isinstance(value, list) else None
+
 
 class MediaStore:
     """Files by content hash (`<sha256><suffix>`) under `folder`, least recently used out
     first once they pass `budget_bytes`. Gradio empties its upload cache after a day; this
     keeps the media of saved chats for as long as the budget allows."""
 
-    def __init__(self, folder: str | os.PathLike, budget_bytes: int):
+    def __init__(self, folder: str | os.PathLike[str], budget_bytes: int):
         self.folder = Path(folder)
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._hashed = ByteLRU(1 << 20, lambda target: 1, max_items=4096)  # file -> its stored copy
+        # (path, mtime, size) -> its stored copy; counted per entry, the count is the bound
+        self._hashed: ByteLRU[tuple[str, int, int], str] = ByteLRU(1 << 20, lambda target: 1, max_items=4096)
         self.hashes = 0  # files read and hashed
 
-    def put(self, path: str | os.PathLike) -> str:
+    def put(self, path: str | os.PathLike[str]) -> str:
         """Copy a file in (once per content); returns its path in the store. A chat is saved
         after every answer with all its files: a file seen before (same path, size and
         modification time) is not read and hashed again."""
@@ -117,12 +141,13 @@ def state_secret(folder: Path) -> str:
 
 # --- chats <-> what is saved --------------------------------------------------------
 
-def _map_files(content: Any, fn) -> Any:
+def _map_files(content: object, fn: Callable[[str], str | None]) -> object:
     """The same message content with every file replaced by {"path": fn(path)} (None drops
     it). The plain shape matters: Gradio moves anything shaped like its FileData (with its
     "meta" marker) in a component's value into its upload cache, which it empties daily."""
-    items = content if isinstance(content, list) else [content]
-    out = []
+    parts = _as_list(content)
+    items = [content] if parts is None else parts
+    out: list[object] = []
     for item in items:
         path = None if isinstance(item, str) else file_path(item)
         if path is None:
@@ -131,27 +156,34 @@ def _map_files(content: Any, fn) -> Any:
         new = fn(path)
         if new is not None:
             out.append({"path": new})
-    return out if isinstance(content, list) else (out[0] if out else "")
+    return out if parts is not None else (out[0] if out else "")
 
 
-def _plain(message: dict) -> dict:
-    """A Chatbot message as JSON: role, content, and the metadata that marks display-only lines."""
-    keep = {"role": message.get("role"), "content": message.get("content")}
-    if message.get("metadata"):
-        keep["metadata"] = {k: v for k, v in dict(message["metadata"]).items() if k in ("title", "status")}
+def _plain(message: Mapping[str, object]) -> Message:
+    """A Chatbot message as JSON: role, content, and the metadata that marks display-only
+    lines (metadata that is not a table means nothing, as in normalize_history)."""
+    keep: Message = {"role": message.get("role"), "content": message.get("content")}
+    metadata = _as_table(message.get("metadata"))
+    if metadata:
+        keep["metadata"] = {k: v for k, v in metadata.items() if k in ("title", "status")}
     return keep
 
 
-def to_saved(history: list, store: MediaStore) -> list:
+def _with_files(message: Mapping[str, object], fn: Callable[[str], str | None]) -> Message:
+    return {**_plain(message), "content": _map_files(message.get("content"), fn)}
+
+
+def to_saved(history: Sequence[Mapping[str, object]], store: MediaStore) -> list[Message]:
     """Chatbot messages with their files copied into the store (uploads vanish after a day)."""
     normalize_history(history)  # refuses what is not a chat
-    return [{**_plain(m), "content": _map_files(m.get("content"), store.put)} for m in history or []]
+    return [_with_files(m, store.put) for m in history]
 
 
-def from_saved(messages: Any, store: MediaStore) -> tuple[list, list[str]]:
+def from_saved(messages: object, store: MediaStore) -> tuple[list[Message], list[str]]:
     """Saved messages back to Chatbot messages. A file the store does not hold (evicted, or a
     path the browser made up) is left out and named in the returned list."""
-    if not isinstance(messages, list):
+    saved = _as_list(messages)
+    if saved is None:
         raise UserInputError("This saved chat is damaged: its messages are not a list.")
     missing: list[str] = []
 
@@ -162,16 +194,17 @@ def from_saved(messages: Any, store: MediaStore) -> tuple[list, list[str]]:
         missing.append(os.path.basename(path))
         return None
 
-    out = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+    out: list[Message] = []
+    for item in saved:
+        m = _as_table(item)
+        if m is None or m.get("role") not in ("user", "assistant"):
             raise UserInputError("This saved chat is damaged: a message has no role.")
-        out.append({**_plain(m), "content": _map_files(m.get("content"), check)})
+        out.append(_with_files(m, check))
     normalize_history(out)
     return out, missing
 
 
-def title_of(history: list) -> str:
+def title_of(history: Sequence[object]) -> str:
     turns = normalize_history(history)
     first = next((t for t in turns if t.role == "user"), None)
     if first is None:
@@ -182,11 +215,11 @@ def title_of(history: list) -> str:
 
 # --- export / import -----------------------------------------------------------------
 
-def to_markdown(title: str, history: list) -> str:
+def to_markdown(title: str, history: Sequence[Mapping[str, object]]) -> str:
     """For reading: each turn under its speaker, files as links to their names, stats as notes."""
     lines = [f"# {title}", ""]
     for m in history:
-        meta = m.get("metadata") or {}
+        meta = _as_table(m.get("metadata")) or {}
         if meta.get("title"):
             lines += [f"> {meta['title']}", ""]
             continue
@@ -197,7 +230,7 @@ def to_markdown(title: str, history: list) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def export_zip(title: str, history: list, out: Path) -> Path:
+def export_zip(title: str, history: Sequence[Mapping[str, object]], out: Path) -> Path:
     """chat.json (format, title, messages with media/<name> paths) plus each file once."""
     names: dict[str, str] = {}
 
@@ -206,16 +239,17 @@ def export_zip(title: str, history: list, out: Path) -> Path:
             names[path] = f"media/{len(names):03d}-{re.sub(r'[^A-Za-z0-9._-]', '_', os.path.basename(path))[-100:]}"
         return names[path]
 
-    messages = [{**_plain(m), "content": _map_files(m.get("content"), rename)} for m in history]
+    chat: ChatFile = {"format": FORMAT, "title": title, "exported": time.strftime("%Y-%m-%d"),
+                      "messages": [_with_files(m, rename) for m in history]}
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("chat.json", json.dumps({"format": FORMAT, "title": title, "exported": time.strftime("%Y-%m-%d"),
-                                            "messages": messages}, ensure_ascii=False, indent=1))
+        z.writestr("chat.json", json.dumps(chat, ensure_ascii=False, indent=1))
         for path, name in names.items():
             z.write(path, name)
     return out
 
 
-def import_zip(path: str | os.PathLike, store: MediaStore, check_file, max_bytes: int) -> tuple[str, list]:
+def import_zip(path: str | os.PathLike[str], store: MediaStore, check_file: Callable[[str], None],
+               max_bytes: int) -> tuple[str, list[Message]]:
     """A chat .zip back to (title, Chatbot messages with files in the store). Each file goes
     through `check_file(path)` (the upload checks: type by content, readable) first."""
 
@@ -239,10 +273,12 @@ def import_zip(path: str | os.PathLike, store: MediaStore, check_file, max_bytes
         if meta.file_size > MAX_CHAT_JSON:
             raise UserInputError(f"{name}: its chat.json is too large.")
         try:
-            data = json.loads(z.read(meta).decode("utf-8"))
+            data: object = json.loads(z.read(meta).decode("utf-8"))
         except (ValueError, UnicodeDecodeError, zipfile.BadZipFile):
             raise UserInputError(f"{name}: its chat.json is damaged.") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("messages"), list):
+        chat = _as_table(data)
+        saved = _as_list(chat.get("messages")) if chat is not None and chat.get("format") == FORMAT else None
+        if chat is None or saved is None:
             raise UserInputError(f"{name}: its chat.json is not in this app's format ({FORMAT}).")
         members = {i.filename for i in infos if not i.is_dir()}
         with tempfile.TemporaryDirectory() as tmp:
@@ -255,8 +291,7 @@ def import_zip(path: str | os.PathLike, store: MediaStore, check_file, max_bytes
                 check_file(str(target))
                 return store.put(target)
 
-            messages = [{**_plain(m), "content": _map_files(m.get("content"), restore)}
-                        for m in data["messages"] if isinstance(m, dict)]
+            messages = [_with_files(m, restore) for m in map(_as_table, saved) if m is not None]
     normalize_history(messages)
-    title = str(data.get("title") or title_of(messages))[:80]
+    title = str(chat.get("title") or title_of(messages))[:80]
     return title, messages

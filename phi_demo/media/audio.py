@@ -44,7 +44,7 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def load_audio(path: str | os.PathLike, max_seconds: float = 300.0) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], max_seconds: float = 300.0) -> np.ndarray:
     """Decode an audio file (wav, flac, ogg, mp3 via libsndfile; webm, m4a via ffmpeg) to 16 kHz mono."""
 
     path = Path(path)

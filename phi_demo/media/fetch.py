@@ -32,7 +32,7 @@ def _check_host(host: str, allow_private: bool) -> None:
     if allow_private:
         return
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])  # an IPv6 address may end in %scope
         if not ip.is_global or ip.is_multicast:
             raise UserInputError(
                 f"Refusing to fetch from {host} ({ip}): it is a loopback, private or reserved address. "
@@ -49,7 +49,7 @@ def _check_url(url: str, allow_private: bool) -> None:
     _check_host(parsed.hostname, allow_private)
 
 
-def fetch(url: str, cache_dir: str | os.PathLike, max_bytes: int = MAX_BYTES, timeout: float = TIMEOUT_S,
+def fetch(url: str, cache_dir: str | os.PathLike[str], max_bytes: int = MAX_BYTES, timeout: float = TIMEOUT_S,
           allow_private: bool = False) -> Path:
     """Download `url` (or reuse an earlier download) and return the local file."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ def fit_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
     w, h = img.size
     if max(w, h) <= max_aspect * min(w, h):
         return img
-    size = (w, -(-w // max_aspect)) if w > h else (-(-h // max_aspect), h)
+    size = (w, math.ceil(w / max_aspect)) if w > h else (math.ceil(h / max_aspect), h)
     padded = Image.new("RGB", size, (255, 255, 255))
     padded.paste(img, (0, 0))
     return padded
@@ -54,7 +55,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image file as RGB, first frame of animations, EXIF rotation applied."""
     path = Path(path)
     check_nonempty(path)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from phi_demo.caches import ByteLRU, register
 from phi_demo.errors import UserInputError
@@ -46,7 +47,7 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def kind_of(path: str | os.PathLike, mime_type: str | None = None) -> str:
+def kind_of(path: str | os.PathLike[str], mime_type: str | None = None) -> str:
     """'image', 'audio', 'video' or 'pdf', decided by the file's content (then by the upload's
     mime type), never by its name; raises a UserInputError for anything else. A container
     with pictures is a video; one with sound only (m4a, a webm voice note) is audio."""
@@ -78,11 +79,11 @@ def kind_of(path: str | os.PathLike, mime_type: str | None = None) -> str:
     return kind
 
 
-def content_key(x) -> str:
+def content_key(x: Image.Image | np.ndarray) -> str:
     """A hash of an image's pixels (or an audio clip's samples): what KV reuse and the
     image-processor cache tell media apart by."""
 
-    if hasattr(x, "tobytes") and hasattr(x, "mode"):  # PIL image
+    if isinstance(x, Image.Image):
         # Hashing a large image takes tens of ms: remember its key on it.
         if "phi_demo_key" not in x.info:
             x.info["phi_demo_key"] = hashlib.sha1(x.tobytes() + f"{x.size}{x.mode}".encode()).hexdigest()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pypdfium2 as pdfium
+from PIL import Image
 
 from phi_demo.errors import UserInputError
 from phi_demo.media.image import fit_aspect
@@ -33,7 +34,7 @@ _PAGES = re.compile(
 @dataclass(frozen=True)
 class Document:
     pages: tuple[int, ...]  # 1-based page numbers, in the order they are sent
-    images: tuple  # RGB PIL images, one per page
+    images: tuple[Image.Image, ...]  # RGB, one per page
     texts: tuple[str, ...]  # each page's text layer ('' when it has none: a scan)
     total: int  # pages in the file
 
@@ -66,7 +67,7 @@ def _open(path: Path):
         raise UserInputError(f"{path.name}: this PDF is damaged or has no pages, and cannot be read.") from None
 
 
-def load_pdf(path: str | os.PathLike, pages: list[int] | None, max_pages: int) -> Document:
+def load_pdf(path: str | os.PathLike[str], pages: list[int] | None, max_pages: int) -> Document:
     """Render `pages` (or all of them, when they fit within `max_pages`) of a PDF."""
     path = Path(path)
     name = path.name

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.error import FFmpegError
+from av.stream import Disposition
+from PIL import Image
 
 from phi_demo.errors import UserInputError
 from phi_demo.media.audio import MIN_AUDIO_SECONDS, SAMPLE_RATE, SILENCE_PEAK
@@ -31,8 +34,8 @@ MAX_DECODE_PER_TARGET = 600
 
 @dataclass(frozen=True)
 class Clip:
-    frames: tuple  # RGB PIL images, in time order
-    times: tuple  # seconds, one per frame
+    frames: tuple[Image.Image, ...]  # RGB, in time order
+    times: tuple[float, ...]  # seconds, one per frame
     audio: np.ndarray | None  # 16 kHz mono float32, None when the clip has no (audible) sound
     seconds: float
 
@@ -40,10 +43,10 @@ class Clip:
 
 def _is_picture(stream) -> bool:
     """A real video stream, not the cover art an audio file carries as a one-frame 'video'."""
-    return stream.type == "video" and not (stream.disposition & av.stream.Disposition.attached_pic)
+    return stream.type == "video" and not (stream.disposition & Disposition.attached_pic)
 
 
-def probe(path: str | os.PathLike) -> str:
+def probe(path: str | os.PathLike[str]) -> str:
     """'video' when the container holds moving pictures, 'audio' when it holds sound only,
     'nothing' when it holds neither, 'damaged' when it cannot be opened."""
     try:
@@ -51,7 +54,7 @@ def probe(path: str | os.PathLike) -> str:
             if any(_is_picture(s) for s in c.streams.video):
                 return "video"
             return "audio" if c.streams.audio else "nothing"
-    except (av.FFmpegError, OSError, ValueError):
+    except (FFmpegError, OSError, ValueError):
         return "damaged"
 
 
@@ -69,12 +72,12 @@ def fit_frame(width: int, height: int, side: int = FRAME_SIDE) -> tuple[int, int
     return max(2, round(width * scale)), max(2, round(height * scale))
 
 
-def load_video(path: str | os.PathLike, max_frames: int = 8, max_seconds: float = 600.0) -> Clip:
+def load_video(path: str | os.PathLike[str], max_frames: int = 8, max_seconds: float = 600.0) -> Clip:
     path = Path(path)
     name = path.name
     try:
         container = av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError):
+    except (FFmpegError, OSError, ValueError):
         raise UserInputError(f"{name}: this is not a video that can be read (unknown or corrupt format).") from None
     with container:
         pictures = [s for s in container.streams.video if _is_picture(s)]
@@ -86,7 +89,7 @@ def load_video(path: str | os.PathLike, max_frames: int = 8, max_seconds: float 
             raise UserInputError(f"{name}: the video is {_clock(header)} long; the limit is {_clock(max_seconds)}.")
         try:
             times = _packet_times(container, vs, max_seconds)
-        except av.FFmpegError:
+        except FFmpegError:
             raise UserInputError(f"{name}: the video is damaged and cannot be read.") from None
         if not times:
             raise UserInputError(f"{name}: the video has no frames.")
@@ -97,7 +100,7 @@ def load_video(path: str | os.PathLike, max_frames: int = 8, max_seconds: float 
         targets = [start + t for t in frame_times(seconds, frame_count(seconds, max_frames))]
         try:
             frames, got = _frames_at(container, vs, targets, times)
-        except av.FFmpegError:
+        except FFmpegError:
             frames, got = [], []
         if not frames:
             raise UserInputError(f"{name}: the video is damaged: no frame of it could be decoded.")
@@ -126,14 +129,16 @@ def _packet_times(container, vs, max_seconds: float) -> list[tuple[float, bool]]
     return sorted(out)
 
 
-def _frames_at(container, vs, targets: list[float], times: list[tuple[float, bool]]):
+def _frames_at(container, vs, targets: list[float],
+               times: list[tuple[float, bool]]) -> tuple[list[Image.Image], list[float]]:
     """Decode the picture nearest each target time in one forward pass, seeking only when
     the next target lies beyond a keyframe that has not been reached yet."""
     vs.thread_type = "AUTO"
     tb = vs.time_base
     w, h = fit_frame(vs.codec_context.width or FRAME_SIDE, vs.codec_context.height or FRAME_SIDE)
     keys = [t for t, key in times if key] or [times[0][0]]
-    frames, got = [], []
+    frames: list[Image.Image] = []
+    got: list[float] = []
     decoder, position = None, -math.inf
     for target in targets:
         want = min((t for t, _ in times), key=lambda t: abs(t - target))  # an existing picture
@@ -175,7 +180,7 @@ def _sound(container, max_seconds: float) -> np.ndarray | None:
                 break
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
-    except av.FFmpegError:
+    except FFmpegError:
         pass  # a damaged tail: keep the sound up to it
     if not chunks:
         return None

@@ -5,18 +5,19 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from phi_demo.chat.request import media_request
-from phi_demo.contract import ChatEngine, collect
+from phi_demo.contract import ChatEngine, Piece, collect
 from phi_demo.media.audio import SAMPLE_RATE, to_mono_16k
 from phi_demo.settings import GenerationSettings
 from phi_demo.speech.longaudio import Cue, to_srt
 from phi_demo.speech.tasks import instruction
-from phi_demo.speech.vad import EnergyVAD
+from phi_demo.speech.vad import EnergyVAD, SpeechFrames
 
 
 def _norm(word: str) -> str:
@@ -47,7 +48,7 @@ class StreamingTranscript:
     silence_db: float = -45.0
     min_new_audio_s: float = 0.4  # do not recognise again for less new audio than this
     sr: int = SAMPLE_RATE
-    speech: object = None  # vad.SpeechFrames for this stream; the energy threshold if not given
+    speech: SpeechFrames | None = None  # this stream's detector; the energy threshold if not given
     min_speech_s: float = 0.09
 
     window: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -60,15 +61,15 @@ class StreamingTranscript:
     _previous: list[str] | None = None
     _previous_end_s: float = 0.0
     _recognised_until_s: float = 0.0
+    _frames: SpeechFrames = field(init=False, repr=False)  # `speech`, or the energy threshold's
 
     def __post_init__(self):
-        if self.speech is None:
-            self.speech = EnergyVAD(self.silence_db).stream()
+        self._frames = self.speech if self.speech is not None else EnergyVAD(self.silence_db).stream()
 
     # audio in
     def add_audio(self, samples: np.ndarray) -> None:
         samples = np.clip(np.asarray(samples, np.float32), -1.0, 1.0)
-        self.speech.feed(samples)
+        self._frames.feed(samples)
         self.window = np.concatenate([self.window, samples])
         self.received_s += len(samples) / self.sr
         if not self.window_has_speech():
@@ -86,16 +87,16 @@ class StreamingTranscript:
 
     def window_has_speech(self, end_s: float | None = None) -> bool:
         end = self.window_end_s if end_s is None else end_s
-        return self.speech.speech_s(self.window_start_s, end) >= self.min_speech_s
+        return self._frames.speech_s(self.window_start_s, end) >= self.min_speech_s
 
     def trailing_pause_s(self, end_s: float | None = None) -> float:
         """Silence at the end of the window up to `end_s`, as the detector decided it."""
-        return self.speech.trailing_silence_s(self.window_start_s, self.window_end_s if end_s is None else end_s)
+        return self._frames.trailing_silence_s(self.window_start_s, self.window_end_s if end_s is None else end_s)
 
     def _pause_point(self) -> float | None:
         """Where a pause long enough to end the phrase completed, if no recognition has
         looked past it yet: the window is cut there, whenever in a chunk it happened."""
-        t = self.speech.first_pause_end(self.window_start_s, self.window_end_s, self.pause_s)
+        t = self._frames.first_pause_end(self.window_start_s, self.window_end_s, self.pause_s)
         return t if t is not None and t > self._recognised_until_s + 1e-6 else None
 
     def needs_recognition(self) -> bool:
@@ -197,13 +198,14 @@ def engine_asker(engine: ChatEngine, max_new_tokens: int = 256, urgent: bool = F
         try:
             answer, _stats = collect(_until(pieces, cancel))
         finally:
-            pieces.close()
+            if isinstance(pieces, Generator):  # every engine's stream is one (the Protocol says Iterator)
+                pieces.close()
         return answer.strip()
 
     return ask
 
 
-def _until(pieces, cancel: threading.Event | None):
+def _until(pieces: Iterable[Piece], cancel: threading.Event | None) -> Iterator[Piece]:
     for piece in pieces:
         yield piece
         if cancel is not None and cancel.is_set():

@@ -133,7 +133,8 @@ def load_recording(path: str | Path, max_seconds: float) -> tuple[np.ndarray, st
     except UserInputError as e:
         if "damaged or truncated" not in str(e):
             raise
-        blocks, rate = [], None
+        blocks: list[np.ndarray] = []
+        rate = 0  # none read yet
         try:
             with sf.SoundFile(str(path)) as f:
                 rate = f.samplerate

@@ -13,7 +13,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol, cast
 
 import numpy as np
 
@@ -22,6 +22,17 @@ from phi_demo.media.audio import SAMPLE_RATE, frame_db
 FRAME = 512  # samples per decision: 32 ms at 16 kHz, silero-vad's own window
 FRAME_S = FRAME / SAMPLE_RATE
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import torch
+
+
+class _SileroModel(Protocol):
+    """What is used of silero-vad's TorchScript model (its loader is unannotated)."""
+
+    def reset_states(self) -> None: ...
+
+    def __call__(self, x: torch.Tensor, sr: int) -> torch.Tensor: ...
 
 
 @dataclass
@@ -54,7 +65,7 @@ class SileroVAD:
 
         with warnings.catch_warnings():  # torch's notice that torch.jit.load is deprecated, for every load
             warnings.simplefilter("ignore", FutureWarning)
-            self.model = load_silero_vad()  # bundled TorchScript weights: no download
+            self.model = cast(_SileroModel, load_silero_vad())  # bundled TorchScript weights: no download
         self.min_silence_s = min_silence_s
 
     def segments(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> list[tuple[float, float]]:
@@ -134,7 +145,7 @@ class SpeechFrames:
         return (hi - lo if last < 0 else hi - 1 - last) * FRAME_S
 
 
-def load_vad(prefer: str = "silero") -> tuple[object, str]:
+def load_vad(prefer: str = "silero") -> tuple[EnergyVAD | SileroVAD, str]:
     """(detector, why) — silero-vad when it loads, else the energy threshold and the reason."""
     if prefer == "silero":
         try:

@@ -118,6 +118,17 @@ def test_a_path_the_browser_made_up_is_not_opened(store):
         from_saved("not a list", store)
 
 
+def test_metadata_that_is_not_a_table_means_nothing(store):
+    """As in normalize_history: the browser's state is not trusted, and metadata of another
+    shape once made opening or exporting the chat fail with an error no one could read."""
+    messages = [{"role": "user", "content": "Hi", "metadata": "stats"},
+                {"role": "assistant", "content": "Hello.", "metadata": ["title"]}]
+    history, missing = from_saved(messages, store)
+    assert history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    assert missing == []
+    assert to_markdown("T", messages) == "# T\n\n**You:**\n\nHi\n\n**Phi-4:**\n\nHello.\n"
+
+
 def test_titles_and_markdown():
     assert title_of(chat()) == "What is this?"
     assert title_of([]) == "New chat"
