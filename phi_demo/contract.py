@@ -12,9 +12,24 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Protocol, Union, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Iterable,
+    Iterator,
+    Literal,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    Union,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from PIL import Image
+
     from phi_demo.settings import GenerationSettings as GenerationOptions
 
 
@@ -44,6 +59,8 @@ class GenerationStats:
     # "stop": the model ended its turn; "length": max new tokens reached; "cancelled": Stop,
     # a closed tab or a dropped client.
     finish_reason: FinishReason = "stop"
+    # Oldest messages of the conversation left out to fit the context budget (said on the page).
+    messages_left_out: int = 0
 
     def summary(self) -> str:
         tail = " · stopped" if self.cancelled else ""
@@ -81,6 +98,8 @@ class ModelFacts:
     placement: str | None = None  # --offload: the devices the layers are on
     fast_decode: str | None = None
     cuda_allocated_gb: float | None = None
+    # The most prompt tokens one answer reads; past it the oldest messages are left out.
+    context_budget: int | None = None
     server: str | None = None  # --backend openai: the server's URL
     served_models: tuple[str, ...] = ()
 
@@ -113,16 +132,37 @@ class MediaItem:
     group: int
 
 
+class PromptMessage(TypedDict):
+    """One message of a request's conversation, as data: the prompt is rendered from these."""
+
+    role: str  # "system", "user", "assistant" or "tool"
+    text: str
+    media: list[str]  # the kinds of its media in order, "image" or "audio"
+    tools: NotRequired[str]  # a system message's functions, as JSON text
+    tool_calls: NotRequired[str]  # the calls an assistant message made, as JSON text
+
+
+@dataclass(frozen=True)
+class LeftClip:
+    """An audio clip that left the prompt with no transcript yet: the engine transcribes it
+    (once: transcripts are cached by `key`, the clip's content) and puts the transcript in
+    place of the first EARLIER_CLIP note of message `message`."""
+
+    message: int
+    key: str
+    audio: object  # float32 16 kHz mono array
+
+
 @dataclass
 class ModelRequest:
     """Everything the engine needs for one answer."""
 
     prompt: str
-    images: list = field(default_factory=list)  # RGB PIL images, in prompt order
-    audios: list = field(default_factory=list)  # float32 16 kHz mono arrays, in prompt order
+    images: list[Image.Image] = field(default_factory=list)  # RGB, in prompt order
+    audios: list[npt.NDArray[np.float32]] = field(default_factory=list)  # 16 kHz mono, in prompt order
     # The same conversation for chat-completions servers: role, text, and the kinds of its
     # media in order ("image"/"audio"), which index into `images`/`audios`.
-    messages: list = field(default_factory=list)
+    messages: list[PromptMessage] = field(default_factory=list)
     # Every image and clip in prompt order, with its content key and slot group: KV reuse
     # reads these instead of re-parsing the prompt.
     media: list[MediaItem] = field(default_factory=list)
@@ -132,6 +172,10 @@ class ModelRequest:
     # How many of the conversation's oldest audio clips the prompt leaves out to stay within
     # the clip limit (a long voice conversation); the page says so.
     clips_left_out: int = 0
+    # The same for images (video frames and PDF pages count as images).
+    images_left_out: int = 0
+    # Clips that left the prompt this turn and still need their transcript.
+    clips_to_transcribe: list[LeftClip] = field(default_factory=list)
 
     @property
     def modality(self) -> str:
@@ -188,7 +232,8 @@ class ChatEngine(Protocol):
 
 def collect(pieces: Iterable[Piece], on_text: Callable[[str], None] | None = None) -> tuple[str, GenerationStats | None]:
     """Read a whole stream: (answer text, its stats). `on_text` sees each piece as it comes."""
-    text, stats = [], None
+    text: list[str] = []
+    stats: GenerationStats | None = None
     for piece in pieces:
         if isinstance(piece, str):
             text.append(piece)

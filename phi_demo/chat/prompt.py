@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
+
+from phi_demo.contract import PromptMessage
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,17 @@ def escape_control_tokens(text: str) -> str:
     return _CONTROL_OPENER.sub(lambda m: "<" + _WORD_JOINER + m.group(1) + "|", text)
 
 
-def _messages(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> list[dict]:
+def prompt_messages(turns: Sequence[tuple[str, str, Sequence[str]]], system_prompt: str) -> list[PromptMessage]:
     """(role, text, media kinds) per turn -> the conversation as data: role, text, media kinds."""
-    messages = [{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else []
+    messages: list[PromptMessage] = (
+        [{"role": "system", "text": system_prompt.strip(), "media": []}] if system_prompt.strip() else [])
     return messages + [{"role": role, "text": text, "media": list(kinds)} for role, text, kinds in turns]
 
 
 TOOL, TOOL_END, CALL, CALL_END = "<|tool|>", "<|/tool|>", "<|tool_call|>", "<|/tool_call|>"
 
 
-def render_messages(messages: Sequence[dict[str, Any]], placeholders: Placeholders = PHI4_PLACEHOLDERS) -> str:
+def render_messages(messages: Sequence[PromptMessage], placeholders: Placeholders = PHI4_PLACEHOLDERS) -> str:
     """The conversation -> the exact Phi-4 prompt, ending with the assistant's cue: one
     placeholder per image and clip, in order, before the user turn's text.
 
@@ -58,21 +61,22 @@ def render_messages(messages: Sequence[dict[str, Any]], placeholders: Placeholde
         tag = {"system": SYSTEM, "user": USER, "tool": TOOL}.get(role, ASSISTANT)
         slots = "".join(placeholders.image if k == "image" else placeholders.audio for k in m.get("media", ()))
         body = escape_control_tokens(m["text"])
-        if role == "system" and m.get("tools"):
-            body += f"{TOOL}{escape_control_tokens(m['tools'])}{TOOL_END}"
-        if role == "assistant" and m.get("tool_calls"):
-            body += f"{CALL}{escape_control_tokens(m['tool_calls'])}{CALL_END}"
+        if role == "system" and (tools := m.get("tools")):
+            body += f"{TOOL}{escape_control_tokens(tools)}{TOOL_END}"
+        if role == "assistant" and (calls := m.get("tool_calls")):
+            body += f"{CALL}{escape_control_tokens(calls)}{CALL_END}"
         parts.append(f"{tag}{slots if role == 'user' else ''}{body}{END}")
     parts.append(ASSISTANT)
     return "".join(parts)
 
 
 
-def _groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
+def slot_groups(turn_kinds: Sequence[Sequence[str]]) -> list[int]:
     """The slot-group number of each media item, turn by turn."""
-    out, group = [], -1
+    out: list[int] = []
+    group = -1
     for kinds in turn_kinds:
-        previous = None
+        previous: str | None = None
         for k in kinds:
             if k != previous:
                 group += 1

@@ -12,9 +12,9 @@ from PIL import Image
 
 from phi_demo.caches import ByteLRU, register
 from phi_demo.chat.messages import Turn
-from phi_demo.chat.policy import _without_oldest_clips
-from phi_demo.chat.prompt import _groups, _messages, render_messages
-from phi_demo.contract import MediaItem, ModelRequest
+from phi_demo.chat.policy import Cost, keep_newest
+from phi_demo.chat.prompt import prompt_messages, render_messages, slot_groups
+from phi_demo.contract import LeftClip, MediaItem, ModelRequest
 from phi_demo.errors import UserInputError
 from phi_demo.media import pdf, video
 from phi_demo.media.audio import load_audio
@@ -34,7 +34,7 @@ class Limits:
     max_video_seconds: float = 300.0
 
     @classmethod
-    def from_settings(cls, settings, allowed_roots: tuple[str, ...] = ()) -> "Limits":
+    def from_settings(cls, settings: object, allowed_roots: tuple[str, ...] = ()) -> "Limits":
         """The limits an AppSettings sets (its max_* fields of the same names)."""
         names = ("max_images", "max_audio_clips", "max_audio_seconds", "max_video_frames", "max_video_seconds")
         return cls(**{n: getattr(settings, n) for n in names}, allowed_roots=allowed_roots)
@@ -112,24 +112,36 @@ class MediaLoader:
 decoded_media = MediaLoader()
 register("decoded media", decoded_media.cache)
 
+# What the model heard in clips that left a conversation's prompt, by the clip's content
+# (/chat and the API resend whole histories, so no conversation object could hold them).
+TRANSCRIPTS_BUDGET_BYTES = 4 << 20
+clip_transcripts: ByteLRU[str, str] = register(
+    "clip transcripts", ByteLRU(TRANSCRIPTS_BUDGET_BYTES, lambda text: len(text.encode())), model_tied=True)
 
-def _expand(path: str, kind: str, decoded) -> tuple[list[tuple[str, Any]], str]:
+
+_Item = tuple[str, Any]  # ("image", an RGB image) or ("audio", a 16 kHz clip)
+
+
+def _expand(path: str, kind: str, decoded: Decoded) -> tuple[list[_Item], str]:
     """A file's media items in prompt order (a video: its frames, then its sound; a PDF: its
     pages), and the text it adds to the turn (a PDF's text layer)."""
-    if kind == "video":
-        sound = [] if decoded.audio is None else [("audio", decoded.audio)]
-        return [("image", f) for f in decoded.frames] + sound, video.describe(Path(path).name, decoded)
-    if kind == "pdf":
-        return [("image", page) for page in decoded.images], pdf.text_block(Path(path).name, decoded)
+    if isinstance(decoded, video.Clip):
+        audio: np.ndarray | None = decoded.audio
+        sound: list[_Item] = [] if audio is None else [("audio", audio)]
+        frames: tuple[Image.Image, ...] = decoded.frames
+        return [("image", f) for f in frames] + sound, video.describe(Path(path).name, decoded)
+    if isinstance(decoded, pdf.Document):
+        pages: tuple[Image.Image, ...] = decoded.images
+        return [("image", page) for page in pages], pdf.text_block(Path(path).name, decoded)
     return [(kind, decoded)], ""
 
 
 def _assemble(turns: Sequence[tuple[str, str, Sequence[tuple[str, Any]]]], system_prompt: str) -> ModelRequest:
     """(role, text, [(kind, decoded item)]) per turn -> the request, with its structure."""
     kinds = [[k for k, _ in items] for _, _, items in turns]
-    messages = _messages([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
+    messages = prompt_messages([(role, text, k) for (role, text, _), k in zip(turns, kinds)], system_prompt)
     flat = [item for _, _, items in turns for item in items]
-    groups = _groups(kinds)
+    groups = slot_groups(kinds)
     return ModelRequest(
         render_messages(messages),
         images=[x for k, x in flat if k == "image"],
@@ -140,51 +152,86 @@ def _assemble(turns: Sequence[tuple[str, str, Sequence[tuple[str, Any]]]], syste
 
 
 def _check_counts(limits: Limits, n_images: int, n_audios: int, derived: bool) -> None:
+    """The new message alone over a limit is refused: leaving out earlier media cannot make room."""
     images_note = " (video frames and PDF pages count as images)" if derived else ""
     audio_note = " (a video's sound counts as a clip)" if derived else ""
     if n_images > limits.max_images:
         raise UserInputError(
-            f"This conversation would hold {n_images} images{images_note}; the limit is {limits.max_images}. "
-            "Clear the chat or send fewer images."
+            f"This message would hold {n_images} images{images_note}; the limit is {limits.max_images}. "
+            "Send fewer images at once."
         )
     if n_audios > limits.max_audio_clips:
         raise UserInputError(
-            f"This conversation would hold {n_audios} audio clips{audio_note}; the limit is "
-            f"{limits.max_audio_clips}. Clear the chat or send fewer clips."
+            f"This message would hold {n_audios} audio clips{audio_note}; the limit is "
+            f"{limits.max_audio_clips}. Send fewer clips at once."
         )
 
 
+def _cost(path: str, kind: str, limits: Limits, text: str) -> Cost:
+    """How many images and clips a file adds; a video or PDF is decoded (once, cached) to know."""
+    if kind == "image":
+        return Cost(images=1)
+    if kind == "audio":
+        return Cost(clips=1)
+    decoded = decoded_media.load(path, kind, limits, text)
+    if isinstance(decoded, video.Clip):
+        frames: tuple[Image.Image, ...] = decoded.frames
+        audio: np.ndarray | None = decoded.audio
+        return Cost(len(frames), int(audio is not None))
+    assert isinstance(decoded, pdf.Document)
+    pages: tuple[Image.Image, ...] = decoded.images
+    return Cost(images=len(pages))
+
+
 def build_request(turns: Sequence[Turn], system_prompt: str = "", limits: Limits | None = None) -> ModelRequest:
-    """Render the prompt and decode every image and clip it refers to, enforcing the limits
-    (past the clip limit, the oldest earlier clips are left out instead)."""
+    """Render the prompt and decode every image and clip it refers to. Past a limit the
+    conversation goes on: its oldest media leave the prompt (see policy.keep_newest)."""
     limits = limits or Limits()
     if not turns or turns[-1].role != "user":
         raise UserInputError("There is no question to answer: the last message must be the user's.")
-    if not isinstance(system_prompt, str):
+    # Library callers and JSON clients may pass anything, whatever the annotation says.
+    if not isinstance(system_prompt, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise UserInputError("The system prompt must be text.")
     for t in turns:
         for f in t.files:
             limits.check_allowed(f)  # before a byte of it is read
     kinds = [[kind_of(f) for f in t.files] if t.role == "user" else [] for t in turns]
-    turns, kinds, left_out = _without_oldest_clips(turns, kinds, limits.max_audio_clips)
-    derived = any(k in ("video", "pdf") for ks in kinds for k in ks)
-    # Counted before decoding (a video or PDF as at least one image), so that a hundred
-    # files are refused without opening them.
-    _check_counts(limits, sum(k != "audio" for ks in kinds for k in ks),
-                  sum(k == "audio" for ks in kinds for k in ks), derived)
-    decoded = []
-    for t, ks in zip(turns, kinds):
-        items, extra = [], []
+    new_kinds = kinds[-1]
+    # The new message counted before decoding (a video or PDF as at least one image), so
+    # that a hundred files are refused without opening them.
+    _check_counts(limits, sum(k != "audio" for k in new_kinds), new_kinds.count("audio"),
+                  derived=any(k in ("video", "pdf") for k in new_kinds))
+    costs = [[_cost(f, k, limits, t.text) for f, k in zip(t.files, ks)] for t, ks in zip(turns, kinds)]
+    new_cost = costs[-1]
+    _check_counts(limits, sum(c.images for c in new_cost), sum(c.clips for c in new_cost),
+                  derived=any(k in ("video", "pdf") for k in new_kinds))
+    pending: list[tuple[int, str, np.ndarray]] = []
+
+    def transcript(turn: int, path: str) -> str | None:
+        clip = decoded_media.load(path, "audio", limits)
+        assert isinstance(clip, np.ndarray)
+        key = content_key(clip)
+        text = clip_transcripts.get(key)
+        if text is None:
+            pending.append((turn, key, clip))
+        return text
+
+    kept = keep_newest(turns, kinds, costs, limits.max_images, limits.max_audio_clips, transcript)
+    decoded: list[tuple[str, str, list[_Item]]] = []
+    for original, t, ks in zip(turns, kept.turns, kept.kinds):
+        items: list[_Item] = []
+        extra: list[str] = []
         for f, k in zip(t.files, ks):
-            got, text = _expand(f, k, decoded_media.load(f, k, limits, t.text))
+            # The text as the person wrote it names a PDF's pages, not the notes added to it.
+            got, text = _expand(f, k, decoded_media.load(f, k, limits, original.text))
             items += got
             extra += [text] if text else []
         decoded.append((t.role, "\n\n".join(extra + ([t.text] if t.text else [])), items))
-    if derived:
-        _check_counts(limits, sum(k == "image" for _, _, items in decoded for k, _ in items),
-                      sum(k == "audio" for _, _, items in decoded for k, _ in items), derived=True)
     request = _assemble(decoded, system_prompt)
-    request.clips_left_out = left_out
+    request.images_left_out = kept.left_out.images
+    request.clips_left_out = kept.left_out.clips
+    system = len(request.messages) - len(turns)  # the system prompt's message, if any
+    request.clips_to_transcribe = [LeftClip(turn + system, key, clip) for turn, key, clip in pending]
     return request
 
 

@@ -22,7 +22,8 @@ from transformers import (
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from phi_demo.chat.prompt import Placeholders, render_messages
+from phi_demo.chat.policy import earlier_turns_note, message_units, units_to_leave, without_oldest_messages
+from phi_demo.chat.prompt import USER, Placeholders, render_messages
 from phi_demo.contract import GenerationStats, ModelRequest, Notice, Piece, finish_reason
 from phi_demo.engine.fast_decode import FastDecode
 from phi_demo.engine.loader import LoadedModel
@@ -181,6 +182,8 @@ class _Plan:
     reuse: Reuse | None
     fast: FastDecode | None
     items: list[str]  # the request's media keys, in prompt order, for the KV-reuse store
+    request: ModelRequest  # as answered: without the oldest messages when it was too long
+    left_out: int = 0  # messages left out to fit the context budget
     extra: dict[str, Any] = field(default_factory=dict)  # more for generate() (fast decode's compile config)
 
     @property
@@ -196,12 +199,82 @@ class _Plan:
         return self.reuse.length if self.reuse else 0
 
 
+def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+    """What one prompt token costs in the KV cache: a key and a value per layer."""
+    heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    return 2 * int(config.num_hidden_layers) * heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def auto_context_budget(config: Any, dtype: torch.dtype, free_bytes: int) -> int:
+    """The most prompt tokens whose KV cache takes half the memory free at start (the rest
+    is for activations, the answer and the other caches), at most the model's context."""
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    fits = free_bytes // 2 // max(1, kv_bytes_per_token(config, dtype))
+    return min(fits, limit) if limit else fits
+
+
+class _TooLong(Exception):
+    """The newest message alone is longer than the budget: `tokens` long."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(tokens)
+        self.tokens = tokens
+
+
+def _fit_context(loaded: LoadedModel, request: ModelRequest, inputs: BatchFeature,
+                 budget: int) -> tuple[ModelRequest, BatchFeature, int]:
+    """Past `budget` prompt tokens (counted by the processor: image and audio tokens too) the
+    oldest messages leave the prompt, a note in their place; (request, inputs, messages left out)."""
+    ids = inputs["input_ids"][0]
+    total = int(ids.shape[0])
+    if total <= budget:
+        return request, inputs, 0
+    tokenizer = loaded.processor.tokenizer
+    user_id = tokenizer.convert_tokens_to_ids(USER)
+    # Room for the note that says how many left (its count written with three digits).
+    note_tokens = len(tokenizer.encode(earlier_turns_note(999) + "\n", add_special_tokens=False)) + 1
+    starts: list[int] = (ids == user_id).nonzero().flatten().tolist()
+    lead = next((i for i, m in enumerate(request.messages) if m["role"] == "user"), len(request.messages))
+    units = message_units(request.messages[lead:])
+    keep = None
+    if starts and len(starts) == len(units):
+        sizes = [b - a for a, b in zip(starts, starts[1:] + [total])]
+        keep = units_to_leave(sizes, starts[0] + note_tokens, budget)
+    if keep is None:
+        raise _TooLong(total - (starts[-1] - starts[0] if starts else 0))
+    drop = sum(units[:keep])
+    request = without_oldest_messages(request, lead, drop, earlier_turns_note(drop))
+    return request, prepare_inputs(loaded, request), drop
+
+
+def _too_long(tokens: int, fit: int, limit: int, gen: GenerationSettings) -> str:
+    """The sentence for a message that cannot fit even alone."""
+    if fit == limit - gen.max_new_tokens:
+        return (f"The message is {tokens:,} tokens long and {gen.max_new_tokens} new tokens were asked for; the "
+                f"model's context window is {limit} tokens (images and audio count too). Shorten the message, "
+                "send fewer or smaller files, or lower max new tokens.")
+    return (f"The message is {tokens:,} tokens long with its images and audio; this server reads at most "
+            f"{fit:,} prompt tokens at once (its context budget). Shorten the message or send fewer or smaller files.")
+
+
 def _plan(loaded: LoadedModel, request: ModelRequest, gen: GenerationSettings,
-          prefix_cache: PrefixCache | None, adapter: str | None, allow_fast: bool) -> _Plan:
+          prefix_cache: PrefixCache | None, adapter: str | None, allow_fast: bool,
+          budget: int | None = None) -> _Plan:
     inputs = prepare_inputs(loaded, request)
-    prompt_tokens = int(inputs["input_ids"].shape[1])
     model = loaded.model
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    left_out = 0
+    room = limit - gen.max_new_tokens if limit else None
+    if budget is not None or room is not None:
+        # Never more than the model's context minus the answer's room.
+        fit = min(x for x in (budget, room) if x is not None)
+        try:
+            if fit > 0:
+                request, inputs, left_out = _fit_context(loaded, request, inputs, fit)
+        except _TooLong as e:
+            raise UserInputError(_too_long(e.tokens, fit, limit, gen)) from None
+    prompt_tokens = int(inputs["input_ids"].shape[1])
     if limit and prompt_tokens + gen.max_new_tokens > limit:
         raise UserInputError(
             f"The conversation is {prompt_tokens} tokens long and {gen.max_new_tokens} new tokens were asked for; "
@@ -222,7 +295,7 @@ def _plan(loaded: LoadedModel, request: ModelRequest, gen: GenerationSettings,
     else:
         cache = DynamicCache(config=model.config)
     media: dict[str, Any] = dict(slice_media(inputs, reuse) if reuse else inputs)
-    plan = _Plan(inputs, prompt_tokens, media, cache, reuse, fast, [m.key for m in request.media])
+    plan = _Plan(inputs, prompt_tokens, media, cache, reuse, fast, [m.key for m in request.media], request, left_out)
     if fast:
         plan.extra["compile_config"] = fast.compile_config(loaded.device)
     return plan
@@ -280,7 +353,7 @@ def _stats(plan: _Plan, streamer: CountingStreamer, start: float, end: float, ca
     decode = (n - 1) / (end - first) if n > 1 and end > first else 0.0
     return GenerationStats(plan.prompt_tokens, n, first - start, end - start, decode, cancelled,
                            plan.cached_tokens, plan.fast is not None,
-                           finish_reason(cancelled, n, gen.max_new_tokens))
+                           finish_reason(cancelled, n, gen.max_new_tokens), messages_left_out=plan.left_out)
 
 
 def _pieces(streamer: CountingStreamer, done: threading.Event) -> Iterator[str]:
@@ -302,7 +375,7 @@ def _pieces(streamer: CountingStreamer, done: threading.Event) -> Iterator[str]:
 def stream_generate(loaded: LoadedModel, request: ModelRequest, gen: GenerationSettings, cancel: threading.Event,
                     poll_s: float = 0.25, prefix_cache: PrefixCache | None = None,
                     adapter: str | None = None, yield_point: StoppingCriteria | None = None,
-                    inline: bool = False) -> Iterator[Piece]:
+                    inline: bool = False, budget: int | None = None) -> Iterator[Piece]:
     """Yield a Notice before a long prefill, text pieces as they are decoded, then one GenerationStats.
 
     The caller may stop iterating at any time: closing this generator sets `cancel`, which
@@ -313,10 +386,12 @@ def stream_generate(loaded: LoadedModel, request: ModelRequest, gen: GenerationS
     `inline`: generate() runs on this thread instead of the model's worker, and the text comes
     once it has ended — for an urgent request run inside a running answer's generate(), which
     is on the worker already. Never with fast decode: its compiled step and static caches
-    belong to the answer."""
+    belong to the answer.
+
+    `budget`: the most prompt tokens; past it the oldest messages are left out."""
     start = time.perf_counter()
-    plan = _plan(loaded, request, gen, prefix_cache, adapter, allow_fast=not inline)
-    notice = _notice(request, plan)
+    plan = _plan(loaded, request, gen, prefix_cache, adapter, allow_fast=not inline, budget=budget)
+    notice = _notice(plan.request, plan)
     if notice:
         yield notice
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)

@@ -131,7 +131,10 @@ class VoiceHandlers:
     def _next(self, session: VoiceSession) -> tuple[HeardTurn, threading.Event | None] | None:
         """The oldest turn waiting and the stop flag of its answer; no flag when it was
         talked over: the person spoke again before its answer could begin, so it gets none
-        (as if they had talked over that answer) and the next turn is answered after it.
+        (as if they had talked over that answer) and the next turn is answered after it. Its
+        clip stays in the chat, so the model hears it with the next one as a single question
+        (consecutive user messages merge): nothing said is lost, and no answer is read out
+        to words the person has already moved past.
         None while nothing waits, or while the person is talking (that turn's end, or the
         noise it turns out to be, wakes the answer event again)."""
         with session.lock:

@@ -144,7 +144,7 @@ def test_a_long_spoken_conversation_leaves_out_its_oldest_clips_instead_of_stopp
     assert [len(a) for a in req.audios] == [4800, 6400]  # the two newest, in order
     assert len(req.images) == 1 and req.modality == "vision"  # the image stays with its text
     assert req.prompt == (f"<|user|>{EARLIER_CLIP}<|end|><|assistant|>First answer.<|end|>"
-                          "<|user|><|image|>Look<|end|><|assistant|>Second answer.<|end|>"
+                          f"<|user|><|image|>{EARLIER_CLIP}\nLook<|end|><|assistant|>Second answer.<|end|>"
                           "<|user|><|audio|><|end|><|assistant|>Third answer.<|end|>"
                           "<|user|><|audio|><|end|><|assistant|>")
     assert build_request(turns[:5], limits=Limits(max_audio_clips=3)).clips_left_out == 0
