@@ -242,6 +242,11 @@ class AppSettings(BaseSettings):
     max_images: Count = Field(8, description="most images in one conversation")
     max_audio_clips: Count = Field(4, description=(
         "most audio clips the model hears in one conversation (the oldest are left out past it)"))
+    context_budget: Count = Field(0, description=(
+        "most prompt tokens in one answer, images and audio counted; past it the oldest messages are left "
+        "out with a note. 0: computed at start from free memory and the KV cache's bytes per token; never "
+        "more than the model's context minus the answer's room"), json_schema_extra={
+        "shown_default": "`0` (computed at start)"})
     max_audio_seconds: Seconds = Field(300.0, description="longest audio clip accepted, in seconds")
     max_video_frames: Count = Field(8, description=(
         "most frames taken from one video (one per 2 s of clip, evenly spaced; they count as images)"))
@@ -287,6 +292,15 @@ class AppSettings(BaseSettings):
     compile_backend: str = Field("inductor", description=(
         "`torch.compile` backend for `--fast-decode`; `eager` only checks that the decode step compiles "
         "as one graph"))
+    api: Switch = Field(True, description=(
+        "serve the OpenAI-compatible API (`/v1/chat/completions`, `/v1/models`, `/v1/audio/*`) next to "
+        "the page; see docs/API.md"))
+    server_api_key: str | None = Field(None, description=(
+        "key that `/v1/*` requires as `Authorization: Bearer <key>`; without one, anyone who can reach "
+        "the port can use the model (the page is not affected)"))
+    mcp: Switch = Field(False, description=(
+        "serve MCP tools (ask, transcribe, translate_speech, summarize_audio, describe_image, read_pdf) "
+        "at `/mcp/` over streamable HTTP; see docs/API.md"))
     share: Switch = Field(False, description="create a public gradio.live link")
     offline: Switch = Field(False, description=(
         "never contact the hub; use the local cache only (`HF_HUB_OFFLINE=1` turns it on too)"))

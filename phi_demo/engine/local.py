@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
@@ -14,11 +15,22 @@ import torch
 from peft.functional import set_adapter
 
 from phi_demo.chat.messages import Turn
-from phi_demo.chat.request import build_request
-from phi_demo.contract import AttentionOption, EngineState, EngineStatus, ModelFacts, ModelRequest, Piece
+from phi_demo.chat.policy import TRANSCRIBE_CLIP, with_transcripts
+from phi_demo.chat.request import build_request, clip_transcripts, media_request
+from phi_demo.contract import (
+    AttentionOption,
+    EngineState,
+    EngineStatus,
+    ModelFacts,
+    ModelRequest,
+    Notice,
+    Piece,
+    collect,
+)
 from phi_demo.engine import fast_decode, int4_cache, sources
 from phi_demo.engine.cache import ModelCache, ModelKey
-from phi_demo.engine.generation import stream_generate
+from phi_demo.engine.fairness import FifoLock
+from phi_demo.engine.generation import auto_context_budget, stream_generate
 from phi_demo.engine.int4_cache import Int4Cache
 from phi_demo.engine.interleave import Handed, Scheduler, UrgentJob
 from phi_demo.engine.loader import LoadedModel, load_model
@@ -43,7 +55,10 @@ class Engine:
         self.kv_reuse = settings.kv_reuse
         self.cache: ModelCache[LoadedModel] = cache or ModelCache(self._load)
         self.scheduler = Scheduler()
+        # Answers from the page and the API take the model in arrival order.
+        self.arrivals = FifoLock()
         self.interleave_urgent = True  # the benchmark turns it off to compare
+        self._auto_budget: int | None = None
         self._state_lock = threading.Lock()
         self._state = EngineStatus("idle", "The model is not loaded yet.")
         self.attn_changes = 0  # counts switches, so pages can tell another user's change from their own
@@ -94,7 +109,17 @@ class Engine:
             weights_gb=round(loaded.memory_bytes / 1e9, 3), quantized=self._quantized(loaded), placement=placement,
             fast_decode=self._fast_decode(loaded),
             cuda_allocated_gb=round(torch.cuda.memory_allocated() / 1e9, 2) if loaded.device.startswith("cuda") else None,
+            context_budget=self.context_budget(loaded),
         )
+
+    def context_budget(self, loaded: LoadedModel) -> int:
+        """The most prompt tokens an answer reads: --context-budget, or computed once from the
+        memory free after loading (each answer also keeps the model's context minus its room)."""
+        if self.settings.context_budget:
+            return self.settings.context_budget
+        if self._auto_budget is None:
+            self._auto_budget = auto_context_budget(loaded.model.config, loaded.model.dtype, _free_bytes(loaded.device))
+        return self._auto_budget
 
     def _quantized(self, loaded: LoadedModel) -> str | None:
         if self.quantize == "int4":
@@ -239,6 +264,10 @@ class Engine:
         if request.urgent and self.interleave_urgent:
             yield from self._stream_urgent(request, gen, cancel)
             return
+        yield from self.arrivals.serve(cancel, lambda: self._stream_exclusive(request, gen, cancel))
+
+    def _stream_exclusive(self, request: ModelRequest, gen: GenerationSettings,
+                          cancel: threading.Event) -> Iterator[Piece]:
         with self.scheduler.exclusive():
             yield from self._stream_locked(request, gen, cancel)
 
@@ -273,18 +302,45 @@ class Engine:
         if cancel.is_set():
             return
         loaded = self.load_locked()
+        if request.clips_to_transcribe:
+            n = len(request.clips_to_transcribe)
+            yield Notice(f"Transcribing {'an earlier audio clip' if n == 1 else f'{n} earlier audio clips'} "
+                         "that leave the prompt…")
+            request = self._with_transcripts(loaded, request, cancel)
         adapter = self.activate_adapter(loaded, request.modality)
         # Urgent requests may run between this answer's tokens; not with fast decode, whose
         # compiled step and static cache belong to the answer.
         if not (self.interleave_urgent and loaded.fast is None):
             yield from self._guarded(stream_generate(loaded, request, gen, cancel, adapter=adapter,
-                                                     prefix_cache=loaded.prefix_cache if self.kv_reuse else None))
+                                                     prefix_cache=loaded.prefix_cache if self.kv_reuse else None,
+                                                     budget=self.context_budget(loaded)))
             return
         yield_point = self.scheduler.yield_point(lambda: self.activate_adapter(loaded, request.modality))
         with self.scheduler.taking_urgent():
             yield from self._guarded(stream_generate(loaded, request, gen, cancel, adapter=adapter,
                                                      prefix_cache=loaded.prefix_cache if self.kv_reuse else None,
-                                                     yield_point=yield_point))
+                                                     yield_point=yield_point, budget=self.context_budget(loaded)))
+
+    # Enough for a voice turn's words; a note, not a full transcription service.
+    TRANSCRIPT_TOKENS = 200
+
+    def _with_transcripts(self, loaded: LoadedModel, request: ModelRequest, cancel: threading.Event) -> ModelRequest:
+        """Made once per clip (cached by content): the turn whose clips leave pays for them."""
+        adapter = self.activate_adapter(loaded, "speech")
+        gen = GenerationSettings(max_new_tokens=self.TRANSCRIPT_TOKENS, do_sample=False)
+        texts: list[str] = []
+        for clip in request.clips_to_transcribe:
+            text = clip_transcripts.get(clip.key)
+            if text is None:
+                if cancel.is_set():
+                    return request
+                # Its own flag: a finished stream sets the flag it was given.
+                text, _ = collect(stream_generate(loaded, media_request(TRANSCRIBE_CLIP, audios=[clip.audio]), gen,
+                                                  threading.Event(), adapter=adapter))
+                text = " ".join(text.split())
+                clip_transcripts.put(clip.key, text)
+            texts.append(text)
+        return with_transcripts(request, texts)
 
     @staticmethod
     def _guarded(pieces: Iterator[Piece]) -> Iterator[Piece]:
@@ -326,3 +382,13 @@ class Engine:
         name = self.adapter_for(loaded, modality)
         set_adapter(loaded.model, name if name else [])
         return name
+
+
+def _free_bytes(device: str) -> int:
+    """Memory free now on the device the KV cache lives on."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # no such counter (macOS): assume 8 GB free
+        return 8 << 30

@@ -7,6 +7,7 @@ import resource
 import sys
 import time
 
+from phi_demo_dev.bench.api import api_rows
 from phi_demo_dev.bench.common import (
     BENCH_QUESTION,
     BENCH_SYSTEM,
@@ -30,7 +31,7 @@ from phi_demo_dev.bench.recording import report as recording_report
 from phi_demo_dev.bench.reuse import reuse_rows
 from phi_demo_dev.bench.server import RemoteClient, client_loop, server_stream
 
-SECTIONS = ("prefill", "reuse", "live", "file", "fair", "fast", "quant")
+SECTIONS = ("prefill", "reuse", "live", "file", "fair", "fast", "quant", "api")
 
 
 def main(argv=None) -> int:
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
     p.add_argument("--sections", default=None,
-                   help="measurements besides the three paths: prefill, reuse, live, file, fair, fast (comma-separated; "
+                   help="measurements besides the three paths: prefill, reuse, live, file, fair, fast, api (comma-separated; "
                         "'' for none; default all, --quick: all but fast)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the fast section")
     p.add_argument("--bandwidth-gbs", type=float, default=None,
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         return quant_worker(args.quant_worker, args.quantize, args.new_tokens or 32, args.worker_out)
     runs = args.runs or (3 if args.quick else 5)
     if args.sections is None:
-        args.sections = "prefill,reuse,live,file,fair" if args.quick else "prefill,reuse,live,file,fair,fast"
+        args.sections = "prefill,reuse,live,file,fair,api" if args.quick else "prefill,reuse,live,file,fair,fast,api"
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sorted(sections - set(SECTIONS))
     if unknown:  # never measure for minutes what was not asked for
@@ -187,6 +188,8 @@ def main(argv=None) -> int:
                        f"{lag:.1f} s on average.", ""]
         if "file" in sections:
             report += recording_report(recording_rows(engine, args.file_minutes or (3.0 if args.quick else 10.0)))
+        if "api" in sections:
+            report += ["### What the OpenAI-compatible endpoint adds", ""] + api_rows(engine, settings, n, runs)
         if "fair" in sections:
             fair_s = 6.0 if args.quick else 12.0
             report += fair_report(fair_rows(engine, fair_s), fair_s)

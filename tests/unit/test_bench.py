@@ -12,7 +12,7 @@ def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "report.md"
     proc = subprocess.run(
         [sys.executable, "-m", "phi_demo_dev.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
-         "--sections", "prefill,reuse,live,file,fair,fast", "--live-minutes", "0.5", "--file-minutes", "0.5",
+         "--sections", "prefill,reuse,live,file,fair,fast,api", "--live-minutes", "0.5", "--file-minutes", "0.5",
          "--compile-backend", "eager",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -24,6 +24,7 @@ def test_quick_bench_reports_every_section(tmp_path):
                 "| finding pauses (silero-vad) |", "File view real-time factor",
                 "| between the answer's tokens |", "| after the answer (waiting) |",
                 "| engine stream, fast decode |", "| raw model.generate, static cache (1024) + torch.compile |",
+                "| /v1/chat/completions (openai client, SSE) |", "The endpoint adds",
                 "Peak memory: CPU RSS"):
         assert row in report, row
     assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\); server/raw end-to-end: \d+\.\d\d",
