@@ -51,12 +51,6 @@ def message_box(running: bool, value: Any = _KEEP) -> BoxUpdate:
     return gr.update(value=value, submit_btn=not running, stop_btn=running)
 
 
-# The page empties the box itself when a message is sent (a js-only event after the answer
-# event has read it): an answer that put value=None in its streamed box update would send
-# it again with every step, and wipe what the person types meanwhile.
-EMPTY_BOX_JS = "() => ({text: '', files: []})"
-
-
 def user_message(turn: Turn) -> Message:
     """A user turn as one Chatbot message: its files, then its text."""
     content: list[Any] = [{"path": f} for f in turn.files]
@@ -65,12 +59,18 @@ def user_message(turn: Turn) -> Message:
     return {"role": "user", "content": content}
 
 
-def stats_message(stats: GenerationStats, attn: str | None, clips_left_out: int = 0) -> Message:
+def stats_message(stats: GenerationStats, attn: str | None, clips_left_out: int = 0,
+                  images_left_out: int = 0) -> Message:
     detail = (f"Prompt: {stats.prompt_tokens} tokens · new: {stats.new_tokens} tokens · "
               f"total {stats.total_s:.2f} s · attention: {attn}")
     title = "📊 " + stats.summary()
+    if images_left_out:
+        title += f" · oldest {images_left_out} image{'s' * (images_left_out > 1)} not shown (image limit)"
     if clips_left_out:
         title += f" · oldest {clips_left_out} audio clip{'s' * (clips_left_out > 1)} not heard (clip limit)"
+    if stats.messages_left_out:
+        n = stats.messages_left_out
+        title += f" · oldest {n} message{'s' * (n > 1)} left out (context budget)"
     return {"role": "assistant", "content": detail, "metadata": {"title": title, "status": "done"}}
 
 
@@ -191,7 +191,8 @@ class ChatHandlers:
                 if isinstance(extra, Notice):
                     answer = [notice_message(extra)]  # until the first text arrives
                 elif isinstance(extra, GenerationStats):
-                    answer.append(stats_message(extra, self.engine.attn, prepared.request.clips_left_out))
+                    answer.append(stats_message(extra, self.engine.attn, prepared.request.clips_left_out,
+                                                 prepared.request.images_left_out))
                 last = shown + answer
                 yield last, running
         except Exception as e:  # noqa: BLE001 - reported below, and the chat is put back

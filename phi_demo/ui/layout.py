@@ -14,7 +14,7 @@ from phi_demo.chat.turn import REQUEST_SETTINGS
 from phi_demo.contract import ChatEngine
 from phi_demo.settings import AppSettings
 from phi_demo.speech.vad import EnergyVAD
-from phi_demo.ui.chat import EMPTY_BOX_JS, ChatHandlers, Shown, tab_of
+from phi_demo.ui.chat import BoxUpdate, ChatHandlers, Shown, tab_of
 from phi_demo.ui.chats import ChatsHandlers, build_chats_panel
 from phi_demo.ui.live import LIVE_CSS, build_live_tab
 from phi_demo.ui.recording import FILE_CSS, build_recording_tab
@@ -94,6 +94,7 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
                     version_label = gr.Markdown(visible=False, elem_id="answer-count")
                     later = gr.Button("›", size="sm", visible=False, elem_id="answer-next", min_width=40, scale=0)
                 versions = gr.State(None)
+                sending = gr.State(None)  # the message just taken out of the box
                 with gr.Row():
                     retry = gr.Button("🔄 Retry", elem_id="retry")
                     undo = gr.Button("↩️ Undo", elem_id="undo")
@@ -121,7 +122,14 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
             return {name: data[component] for name, component in named.items()}
 
         def on_submit(data: dict[Any, Any], request: gr.Request) -> Iterator[Shown]:
-            yield from h.submit(data[textbox], data[chatbot], values(data), tab=tab_of(request))
+            yield from h.submit(data[sending], data[chatbot], values(data), tab=tab_of(request))
+
+        def take_message(message: Any) -> tuple[BoxUpdate, Any]:
+            """The box is emptied at once, outside the queue, and the answer reads the message
+            from `sending` (Gradio's ChatInterface does the same): an answer that emptied the
+            box itself would do it in a streamed step, which the page applies as a diff of the
+            next one, and what the person types meanwhile must not be wiped by later steps."""
+            return gr.update(value=None), message
 
         def on_retry(data: dict[Any, Any], request: gr.Request) -> Iterator[Shown]:
             yield from h.retry(data[chatbot], values(data), tab=tab_of(request))
@@ -151,11 +159,12 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
                     ch.save, [chatbot, c.saved, c.current], [c.saved, c.current, c.chat_list], api_visibility="private")
             return shown.then(h.box_back, None, [textbox], api_visibility="private")
 
-        sent = answering(textbox.submit, on_submit, {textbox, *chat_inputs})
-        textbox.submit(None, None, [textbox], js=EMPTY_BOX_JS)  # after the answer event has read it
+        taken = textbox.submit(take_message, [textbox], [textbox, sending], queue=False, api_visibility="private")
+        sent = answering(taken.then, on_submit, {sending, *chat_inputs})
         again = answering(retry.click, on_retry, chat_inputs)
-        example = answering(examples.load_input_event.then, on_submit, {textbox, *chat_inputs})
-        examples.load_input_event.then(None, None, [textbox], js=EMPTY_BOX_JS)
+        example_taken = examples.load_input_event.then(take_message, [textbox], [textbox, sending], queue=False,
+                                                       api_visibility="private")
+        example = answering(example_taken.then, on_submit, {sending, *chat_inputs})
         edited = answering(chatbot.edit, on_edit, chat_inputs)
         spoken = voice.wire(chatbot, textbox, list(named.values()), values)
         running: list[dict[str, Any]] = [sent, again, example, edited, spoken]  # what Stop and the rest cancel

@@ -86,6 +86,22 @@ def test_type_and_send_watch_it_stream(page, server):
     assert page.input_value("#message textarea") == ""
 
 
+def test_what_you_type_while_it_answers_stays_in_the_box(page, server):
+    """Sending empties the box at once; what the person types while the answer streams is
+    theirs and stays when the answer ends."""
+    server.engine.force_length = True
+    try:
+        send(page, "Tell me about rivers")
+        page.wait_for_selector(STOP, state="visible")
+        assert page.input_value("#message textarea") == ""
+        page.fill("#message textarea", "and lakes?")
+        wait_for_stats(page)
+    finally:
+        server.engine.force_length = False
+    page.wait_for_selector(SEND, state="visible")
+    assert page.input_value("#message textarea") == "and lakes?"
+
+
 def test_upload_an_image_and_ask(page, server):
     page.set_input_files("#message input[type=file]", str(ROOT / "assets" / "example_image.png"))
     page.wait_for_selector("#message img")
