@@ -15,6 +15,17 @@ def pytest_configure(config):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+SLOW_ROOMS = ("server", "browser", "api")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The quick lane (`-m "not slow"`) is every test that needs no server process and no
+    browser: whatever runs in tests/server, tests/browser and tests/api is slow."""
+    for item in items:
+        if item.path.parent.name in SLOW_ROOMS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_folder():
     from phi_demo.engine.sources import tiny_folder
