@@ -33,7 +33,8 @@ def facts_markdown(facts: ModelFacts) -> str:
             ("Attention", facts.attention), ("Adapters", ", ".join(facts.adapters) or "none"),
             ("Load time", f"{facts.load_seconds} s"), ("Weights", f"{facts.weights_gb} GB"),
             ("Quantized", facts.quantized), ("Placement", facts.placement), ("Fast decode", facts.fast_decode),
-            ("GPU memory in use", None if facts.cuda_allocated_gb is None else f"{facts.cuda_allocated_gb} GB")]
+            ("GPU memory in use", None if facts.cuda_allocated_gb is None else f"{facts.cuda_allocated_gb} GB"),
+            ("Context budget", None if facts.context_budget is None else f"{facts.context_budget:,} prompt tokens")]
     return "\n".join(f"- **{k}:** `{v}`" for k, v in rows if v is not None)
 
 

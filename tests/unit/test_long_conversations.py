@@ -246,3 +246,11 @@ def test_talking_before_a_queued_answer_starts_cancels_it(engine, tmp_path):
     finally:
         busy_cancel.set()
         busy.join(30)
+
+
+def test_the_sidebar_shows_the_context_budget(engine):
+    from phi_demo.ui.sidebar import facts_markdown
+
+    facts = engine.status().facts
+    assert facts is not None and facts.context_budget
+    assert f"**Context budget:** `{facts.context_budget:,} prompt tokens`" in facts_markdown(facts)
