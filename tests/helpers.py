@@ -1,10 +1,32 @@
+import asyncio
 import socket
+import threading
 import time
 from pathlib import Path
 
 from phi_demo.engine.worker import busy_workers
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_async(coroutine, name: str = "run-async"):
+    """asyncio.run in a thread of its own: Playwright's sync API, once the browser tests have
+    run, leaves its event loop marked as running in pytest's thread for the whole session,
+    and asyncio.run refuses to start there."""
+    out = {}
+
+    def work():
+        try:
+            out["value"] = asyncio.run(coroutine)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=work, name=name)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def free_port() -> int:

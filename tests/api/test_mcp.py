@@ -1,6 +1,5 @@
 """--mcp: the tools through the mcp SDK over streamable HTTP, against a real server."""
 
-import asyncio
 import base64
 import functools
 import http.server
@@ -11,7 +10,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from phi_demo.api.mcp import TOOL_NAMES
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, run_async
 
 ASSETS = ROOT / "assets"
 FILES = {"image": ("example_image.png", "image/png"), "audio": ("example_question.wav", "audio/wav"),
@@ -42,7 +41,7 @@ def _session(url, work):
         async with streamable_http_client(url) as (read, write, *_), ClientSession(read, write) as session:
             await session.initialize()
             return await work(session)
-    return asyncio.run(run())
+    return run_async(run())
 
 
 def _data_url(kind):

@@ -42,7 +42,7 @@ def test_speech_errors_are_sentences(api_server):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
     max_leaves=12)
 parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "input_audio", "file", "video_url", "x"])},
@@ -74,6 +74,13 @@ def test_fuzz_never_a_500_and_always_a_sentence(api_server):
 
     check()
     assert seen.get(400)
+    # JSON has no Infinity or NaN (httpx will not send them), but Python's parser reads them.
+    for raw in ('{"messages": null, "stream": Infinity}', '{"messages": [{"role": "user", "content": "Hi"}], '
+                '"temperature": NaN}', '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": -Infinity}'):
+        r = httpx.post(f"{api_server.base}/v1/chat/completions", headers={**AUTH, "Content-Type": "application/json"},
+                       content=raw, timeout=60)
+        assert r.status_code == 400, (raw, r.status_code, r.text)
+        assert r.json()["error"]["message"].endswith("."), r.text
 
 
 def test_api_clients_and_a_page_chat_share_the_model_in_arrival_order(api_server):

@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import threading
 
 import gradio as gr
 import pytest
@@ -11,7 +12,7 @@ from phi_demo.settings import AppSettings
 from phi_demo.ui.chat import ChatHandlers, split_last_turn
 from phi_demo.ui.sidebar import SidebarHandlers
 from phi_demo.ui.versions import browse_answers, remember_answer
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_async
 
 IMAGE = str(ROOT / "assets" / "example_image.png")
 GEN = {"system_prompt": "sys", "max_new_tokens": 8, "do_sample": False, "temperature": 0.7, "top_p": 0.95,
@@ -265,12 +266,16 @@ def test_the_page_follows_the_load_then_stops_listening(engine, monkeypatch):
         return [md async for md, _banner in sidebar.follow_model()]
 
     sleeps = []
+    real_sleep = asyncio.sleep
 
-    async def no_wait(seconds):
+    async def no_wait(seconds, *args, **kwargs):
+        # Other event loops of this process (a server left by earlier tests) sleep for real.
+        if threading.current_thread().name != "follow-model":
+            return await real_sleep(seconds, *args, **kwargs)
         sleeps.append(seconds)
 
     monkeypatch.setattr(asyncio, "sleep", no_wait)
-    shown = asyncio.run(follow())
+    shown = run_async(follow(), name="follow-model")
     assert [md.splitlines()[0] for md in shown] == ["⏳ Downloading 1 of 2 files…", "⏳ Loading tiny-random…",
                                                     "- **Model:** `tiny-random`"]  # each change once, then done
     assert sleeps == [1.0] * 3
