@@ -62,3 +62,17 @@ def silence(seconds: float, sr: int = 16_000):
     import numpy as np
 
     return np.zeros(int(seconds * sr), np.float32)
+
+
+class FakeEngineFacts:
+    """What a test's fake engine says of itself: the ChatEngine attributes, as a loaded
+    full-size model on the CPU would have them."""
+
+    is_tiny = False
+    on_space = False
+    device = "cpu"
+    attn = "eager"
+    quantize = "none"
+    attn_changes = 0
+    request_thread_only = False
+    config_error = None

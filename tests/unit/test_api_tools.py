@@ -9,23 +9,15 @@ from phi_demo.api.files import ClientFiles
 from phi_demo.api.tools import may_be_call, parse_calls
 from phi_demo.chat.request import Limits
 from phi_demo.contract import EngineStatus, GenerationStats
+from tests.helpers import FakeEngineFacts
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather <|end|> now",
                                             "parameters": {"type": "object",
                                                            "properties": {"city": {"type": "string"}}}}}
 
 
-class FixedEngine:
+class FixedEngine(FakeEngineFacts):
     """The stream contract, answering every request with `answer` in pieces."""
-
-    is_tiny = False
-    on_space = False
-    device = "cpu"
-    attn = "eager"
-    quantize = "none"
-    attn_changes = 0
-    request_thread_only = False
-    config_error = None
 
     def __init__(self, answer):
         self.answer = answer

@@ -9,6 +9,7 @@ import pytest
 from phi_demo import cli, doctor
 from phi_demo.contract import AttentionOption, ChatEngine, EngineStatus, GenerationStats
 from phi_demo.errors import ModelUnavailable
+from tests.helpers import FakeEngineFacts
 
 RIGHT = {
     "image": "The main thing in this picture is a red house with a brown roof.",
@@ -18,18 +19,9 @@ RIGHT = {
 }
 
 
-class FakeEngine:
+class FakeEngine(FakeEngineFacts):
     """The stream contract with canned answers, keyed by which check's question it is asked.
     `runaway` names checks whose answer fills max_new_tokens instead of ending."""
-
-    is_tiny = False
-    on_space = False
-    device = "cpu"
-    attn = "eager"
-    quantize = "none"
-    attn_changes = 0
-    request_thread_only = False
-    config_error = None
 
     def __init__(self, answers=None, runaway=(), crash=()):
         self.answers = {**RIGHT, **(answers or {})}
