@@ -3,7 +3,7 @@ OpenAI-compatible server backend and the benchmark's engine all implement, and t
 crosses it. Torch-free, so the page, the CLI and the transcription are typed against it
 without importing a model.
 
-A stream may first yield a Notice (what a long prefill is doing), then yields text pieces
+A stream may first yield a Notice (what a long prefill is doing, what was left out), then yields text pieces
 (str) as they are decoded, then exactly one GenerationStats; closing it early stops the
 model. Attention is a setting of the shared model, not of a request: `set_attention`
 changes it for everyone, between answers."""
@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Notice:
     """What the engine is doing before the first token, when that takes a while (reading an
-    image or a long recording): the page shows it instead of nothing."""
+    image or a long recording): the page shows it instead of nothing. When the oldest
+    messages were left out to fit the context budget, a Notice comes first and says how
+    many, before any text (the API's response headers carry it)."""
 
     text: str
+    messages_left_out: int = 0
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Union, cast
 
 from phi_demo.api.errors import ApiError
 from phi_demo.api.files import ClientFiles
@@ -21,7 +21,7 @@ from phi_demo.chat.messages import Turn
 from phi_demo.chat.prompt import render_messages
 from phi_demo.chat.request import Limits, build_request
 from phi_demo.chat.turn import stream_answer
-from phi_demo.contract import ChatEngine, GenerationStats, ModelRequest, PromptMessage
+from phi_demo.contract import ChatEngine, GenerationStats, ModelRequest, Notice, PromptMessage
 from phi_demo.errors import UserInputError
 from phi_demo.settings import GenerationSettings
 
@@ -240,6 +240,21 @@ def _request(turns: list[Turn], system_prompt: str, limits: Limits, tools_json: 
 
 # --- answering ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class LeftOut:
+    """What the answer was given without (docs/API.md): the oldest messages past the context
+    budget, the oldest images and clips past their limits. Sent as response headers, so a
+    client that keeps its own history knows the model did not read all of it."""
+
+    messages: int = 0
+    images: int = 0
+    clips: int = 0
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Phi-Demo-Messages-Left-Out": str(self.messages), "X-Phi-Demo-Images-Left-Out": str(self.images),
+                "X-Phi-Demo-Clips-Left-Out": str(self.clips)}
+
+
 @dataclass
 class Outcome:
     text: str
@@ -256,10 +271,13 @@ def _finish(stats: GenerationStats | None, stopped_at: bool, calls: list[ToolCal
     return "length" if stats.finish_reason == "length" else "stop"
 
 
-def pieces(engine: ChatEngine, call: Call, cancel: threading.Event) -> Iterator[tuple[str, Outcome | None]]:
-    """(new text, None) as it may be shown, then ("", the Outcome) once. Text that may still
-    become a tool call is held back until it cannot; a stop string ends the answer there and
-    stops the model."""
+Said = Union[Outcome, LeftOut, None]
+
+
+def pieces(engine: ChatEngine, call: Call, cancel: threading.Event) -> Iterator[tuple[str, Said]]:
+    """("", LeftOut) once the engine has fitted the prompt (before any text), then (new text,
+    None) as it may be shown, then ("", the Outcome) once. Text that may still become a tool
+    call is held back until it cannot; a stop string ends the answer there and stops the model."""
     # stream_answer is a generator (typed as an Iterator): closing it frees the model at once.
     answers = cast("Generator[tuple[str, Any], None, None]", stream_answer(engine, call.request, call.gen, cancel))
     with closing(answers):
@@ -267,11 +285,21 @@ def pieces(engine: ChatEngine, call: Call, cancel: threading.Event) -> Iterator[
 
 
 def _read(answers: Iterator[tuple[str, Any]], call: Call,
-          cancel: threading.Event) -> Iterator[tuple[str, Outcome | None]]:
+          cancel: threading.Event) -> Iterator[tuple[str, Said]]:
     shown, held, answer, stats, stopped_at = 0, False, "", None, False
+    told = False
     for text, extra in answers:
         if isinstance(extra, GenerationStats):
             stats = extra
+        # The engine says what it left out in a Notice before the first token; an earlier
+        # Notice (transcribing clips that left) says nothing about it yet.
+        if not told and (text or isinstance(extra, GenerationStats)
+                         or (isinstance(extra, Notice) and extra.messages_left_out)):
+            told = True
+            n = extra.messages_left_out if isinstance(extra, (Notice, GenerationStats)) else 0
+            yield "", LeftOut(n, call.request.images_left_out, call.request.clips_left_out)
+        if not text and not isinstance(extra, GenerationStats):
+            continue
         cut = min((i for i in (text.find(s) for s in call.stop) if i >= 0), default=-1)
         if cut >= 0:
             text, stopped_at = text[:cut], True
@@ -283,6 +311,8 @@ def _read(answers: Iterator[tuple[str, Any]], call: Call,
         if stopped_at:
             cancel.set()  # the engine stops at its next token
             break
+    if not told:  # the engine ended before saying anything (stopped while waiting)
+        yield "", LeftOut(0, call.request.images_left_out, call.request.clips_left_out)
     calls, rest = parse_calls(answer, call.tool_names) if call.tool_names is not None else ([], answer)
     if not calls and len(answer) > shown:
         yield answer[shown:], None
@@ -300,11 +330,14 @@ def _calls_json(calls: list[ToolCall], with_index: bool = False) -> list[dict[st
              "function": {"name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)]
 
 
-def complete(engine: ChatEngine, call: Call, cancel: threading.Event) -> dict[str, Any]:
-    """The whole answer as one `chat.completion`."""
-    outcome = None
-    for _, done in pieces(engine, call, cancel):
-        outcome = done or outcome
+def complete(engine: ChatEngine, call: Call, cancel: threading.Event) -> tuple[dict[str, Any], LeftOut]:
+    """The whole answer as one `chat.completion`, and what it was given without."""
+    outcome, left_out = None, LeftOut()
+    for _, said in pieces(engine, call, cancel):
+        if isinstance(said, LeftOut):
+            left_out = said
+        elif said is not None:
+            outcome = said
     assert outcome is not None  # pieces() always ends with one
     message: dict[str, Any] = {"role": "assistant", "content": outcome.text or (None if outcome.calls else "")}
     if outcome.calls:
@@ -312,12 +345,13 @@ def complete(engine: ChatEngine, call: Call, cancel: threading.Event) -> dict[st
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": call.model, "choices": [{"index": 0, "message": message, "finish_reason": outcome.finish_reason,
                                               "logprobs": None}],
-            "usage": _usage(outcome.stats)}
+            "usage": _usage(outcome.stats)}, left_out
 
 
-def stream_chunks(engine: ChatEngine, call: Call, cancel: threading.Event) -> Iterator[dict[str, Any]]:
-    """The answer as `chat.completion.chunk`s: the role, the text, the tool calls, the finish,
-    and the usage when the client asked for it."""
+def stream_chunks(engine: ChatEngine, call: Call, cancel: threading.Event) -> Iterator[dict[str, Any] | LeftOut]:
+    """First what the answer is given without (for the response headers, sent once the engine
+    has fitted the prompt), then the answer as `chat.completion.chunk`s: the role, the text,
+    the tool calls, the finish, and the usage when the client asked for it."""
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
             "model": call.model}
 
@@ -325,8 +359,11 @@ def stream_chunks(engine: ChatEngine, call: Call, cancel: threading.Event) -> It
         out = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
         return {**out, "usage": None} if call.include_usage else out
 
-    yield chunk({"role": "assistant", "content": ""})
     for text, outcome in pieces(engine, call, cancel):
+        if isinstance(outcome, LeftOut):
+            yield outcome
+            yield chunk({"role": "assistant", "content": ""})
+            continue
         if outcome is None:
             yield chunk({"content": text})
             continue

@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,19 +82,39 @@ async def _body(request: Request, limit: int) -> object:
         raise ApiError(400, "The request body is not valid JSON.") from None
 
 
-async def _sse(chunks: Iterator[dict[str, Any]], request: Request, cancel: threading.Event) -> AsyncIterator[str]:
-    """Server-sent events, then [DONE]. A client that goes away sets `cancel`: the model stops
-    within a token and the next waiter is served."""
-    async def watch() -> None:
-        while not cancel.is_set():
-            if await request.is_disconnected():
-                cancel.set()
-                return
-            await asyncio.sleep(0.05)
+async def _watch(request: Request, cancel: threading.Event) -> None:
+    """A client that goes away sets `cancel`: the model stops within a token (or the request
+    leaves the queue) and the next waiter is served."""
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(0.05)
 
-    watcher = asyncio.create_task(watch())
+
+async def _streamed(chunks: Iterator[dict[str, Any] | completions.LeftOut], request: Request,
+                    cancel: threading.Event) -> Response:
+    """The answer as server-sent events. The response starts once the engine has fitted the
+    prompt: its headers then say what was left out, and a question that cannot be answered
+    at all (too long, unreadable media) still gets its own status and error JSON."""
+    watcher = asyncio.create_task(_watch(request, cancel))
+    items = _pumped(chunks, cancel)
     try:
-        async for chunk in _pumped(chunks, cancel):
+        head = await anext(items)
+    except BaseException:
+        cancel.set()
+        watcher.cancel()
+        await items.aclose()
+        raise
+    headers = {"Cache-Control": "no-cache", **(head.headers() if isinstance(head, completions.LeftOut) else {})}
+    return StreamingResponse(_sse(items, cancel, watcher), media_type="text/event-stream", headers=headers)
+
+
+async def _sse(items: AsyncIterator[dict[str, Any] | completions.LeftOut], cancel: threading.Event,
+               watcher: asyncio.Task[None]) -> AsyncIterator[str]:
+    """Server-sent events, then [DONE]."""
+    try:
+        async for chunk in items:
             yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
         yield "data: [DONE]\n\n"
     except Exception as e:  # noqa: BLE001 - after the first byte the status is sent: the error goes in the stream
@@ -107,7 +127,7 @@ async def _sse(chunks: Iterator[dict[str, Any]], request: Request, cancel: threa
 _END = object()
 
 
-async def _pumped(chunks: Iterator[dict[str, Any]], cancel: threading.Event) -> AsyncIterator[dict[str, Any]]:
+async def _pumped(chunks: Iterator[Any], cancel: threading.Event) -> AsyncGenerator[Any, None]:
     """The chunks, made on a thread of their own that always closes the generator: a generator
     left suspended would keep holding the model (its turn in the queue) after a client left."""
     loop = asyncio.get_running_loop()
@@ -137,7 +157,7 @@ async def _pumped(chunks: Iterator[dict[str, Any]], cancel: threading.Event) -> 
     while (item := await queue.get()) is not _END:
         if isinstance(item, Exception):
             raise item
-        yield item  # pyright: ignore[reportReturnType] - only chunks and exceptions are put
+        yield item
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -165,10 +185,14 @@ def router(ctx: ApiContext) -> APIRouter:
             call = await run_in_threadpool(completions.parse, body, ctx.files, ctx.limits, ctx.max_tokens, ctx.model)
             cancel = threading.Event()
             if call.stream:
-                chunks = completions.stream_chunks(ctx.engine, call, cancel)
-                return StreamingResponse(_sse(chunks, request, cancel), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
-            return JSONResponse(await run_in_threadpool(completions.complete, ctx.engine, call, cancel))
+                return await _streamed(completions.stream_chunks(ctx.engine, call, cancel), request, cancel)
+            watcher = asyncio.create_task(_watch(request, cancel))
+            try:
+                answer, left_out = await run_in_threadpool(completions.complete, ctx.engine, call, cancel)
+            finally:
+                cancel.set()
+                watcher.cancel()
+            return JSONResponse(answer, headers=left_out.headers())
         return await guarded(request, work)
 
     async def audio(request: Request, task: str) -> Response:

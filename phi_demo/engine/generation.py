@@ -392,6 +392,11 @@ def stream_generate(loaded: LoadedModel, request: ModelRequest, gen: GenerationS
     start = time.perf_counter()
     plan = _plan(loaded, request, gen, prefix_cache, adapter, allow_fast=not inline, budget=budget)
     notice = _notice(plan.request, plan)
+    if plan.left_out:
+        n = plan.left_out
+        said = (notice.text if notice else "Reading the conversation…").rstrip("…")
+        notice = Notice(f"{said} (the oldest {n} message{'s' * (n > 1)} left out to fit the context budget)…",
+                        messages_left_out=n)
     if notice:
         yield notice
     streamer = CountingStreamer(loaded.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=poll_s)
