@@ -59,18 +59,44 @@ def user_message(turn: Turn) -> Message:
     return {"role": "user", "content": content}
 
 
+STATS_MARK = "📊 "
+# What a stats line says the model was not given: (the counted noun, its plural, the reason).
+LEFT_OUT = {"images": ("image", "images", "not shown (image limit)"),
+            "clips": ("audio clip", "audio clips", "not heard (clip limit)"),
+            "messages": ("message", "messages", "left out (context budget)")}
+
+
+def _left_out_phrase(kind: str, n: int) -> str:
+    one, many, why = LEFT_OUT[kind]
+    return f" · oldest {n} {one if n == 1 else many} {why}"
+
+
+def said_left_out(history: History) -> dict[str, int]:
+    """What the chat's stats lines last said was left out, per kind (0 where never said)."""
+    said: dict[str, int] = {}
+    for m in reversed(history):
+        title = str((m.get("metadata") or {}).get("title") or "")
+        if not title.startswith(STATS_MARK):
+            continue
+        for part in title.split(" · oldest ")[1:]:
+            n = part.split(" ", 1)[0]
+            for kind in LEFT_OUT:
+                if kind not in said and n.isdigit() and _left_out_phrase(kind, int(n)) == f" · oldest {part}":
+                    said[kind] = int(n)
+    return {kind: said.get(kind, 0) for kind in LEFT_OUT}
+
+
 def stats_message(stats: GenerationStats, attn: str | None, clips_left_out: int = 0,
-                  images_left_out: int = 0) -> Message:
+                  images_left_out: int = 0, said: dict[str, int] | None = None) -> Message:
+    """The answer's stats line. It says what was left out of the prompt when that changes
+    (`said`: what the chat's lines said last), so a long chat hears of each drop once."""
     detail = (f"Prompt: {stats.prompt_tokens} tokens · new: {stats.new_tokens} tokens · "
               f"total {stats.total_s:.2f} s · attention: {attn}")
-    title = "📊 " + stats.summary()
-    if images_left_out:
-        title += f" · oldest {images_left_out} image{'s' * (images_left_out > 1)} not shown (image limit)"
-    if clips_left_out:
-        title += f" · oldest {clips_left_out} audio clip{'s' * (clips_left_out > 1)} not heard (clip limit)"
-    if stats.messages_left_out:
-        n = stats.messages_left_out
-        title += f" · oldest {n} message{'s' * (n > 1)} left out (context budget)"
+    title = STATS_MARK + stats.summary()
+    now = {"images": images_left_out, "clips": clips_left_out, "messages": stats.messages_left_out}
+    for kind, n in now.items():
+        if n and n != (said or {}).get(kind, 0):
+            title += _left_out_phrase(kind, n)
     return {"role": "assistant", "content": detail, "metadata": {"title": title, "status": "done"}}
 
 
@@ -192,7 +218,7 @@ class ChatHandlers:
                     answer = [notice_message(extra)]  # until the first text arrives
                 elif isinstance(extra, GenerationStats):
                     answer.append(stats_message(extra, self.engine.attn, prepared.request.clips_left_out,
-                                                 prepared.request.images_left_out))
+                                                 prepared.request.images_left_out, said_left_out(history)))
                 last = shown + answer
                 yield last, running
         except Exception as e:  # noqa: BLE001 - reported below, and the chat is put back
