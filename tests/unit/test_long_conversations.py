@@ -16,7 +16,7 @@ from phi_demo.chat.policy import EARLIER_CLIP, Cost, keep_newest
 from phi_demo.chat.request import Limits, build_request
 from phi_demo.errors import UserInputError
 from phi_demo.settings import AppSettings, GenerationSettings
-from phi_demo.ui.chat import ChatHandlers
+from phi_demo.ui.chat import ChatHandlers, said_left_out
 from tests.helpers import ROOT
 
 GEN = {"system_prompt": "", "max_new_tokens": 2, "do_sample": False, "temperature": 0.7, "top_p": 0.95,
@@ -106,13 +106,37 @@ def test_every_turn_of_the_chat_is_answered_and_the_stats_line_says_what_left(en
     handlers = ChatHandlers(engine, AppSettings(model="tiny-random", max_images=4, max_video_frames=2))
     turns = _conversation(images, tmp_path)
     history: list = []
+    titles = []
     for turn in turns[::2]:
         final, _ = list(handlers.submit({"text": turn.text, "files": list(turn.files)}, history, GEN))[-1]
         assert final[-1]["metadata"]["title"].startswith("📊 ")
         assert final[-2]["role"] == "assistant" and final[-2]["content"]
+        titles.append(final[-1]["metadata"]["title"])
         history = final
-    assert final[-1]["metadata"]["title"].endswith(
-        "· oldest 10 images not shown (image limit) · oldest 1 audio clip not heard (clip limit)")
+    # Each drop is said once, on the turn it happens; the turns between say nothing of it.
+    said = [t.split(" · oldest ", 1)[1] if " · oldest " in t else "" for t in titles]
+    assert said[-1] == "" and said[-2] == "10 images not shown (image limit)", said
+    assert sum("1 audio clip not heard (clip limit)" in s for s in said) == 1, said
+    drops = [s for s in said if s]
+    assert len(drops) == len(set(drops)) >= 3 and len(drops) < len(said) - 2, said
+    assert said_left_out(history) == {"images": 10, "clips": 1, "messages": 0}
+
+
+def test_a_drop_is_said_once_and_a_new_drop_again():
+    from phi_demo.contract import GenerationStats
+    from phi_demo.ui.chat import stats_message
+
+    stats = GenerationStats(300, 8, 0.1, 0.2, 50.0, messages_left_out=6)
+    first = stats_message(stats, "sdpa", images_left_out=2)
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, first]
+    assert said_left_out(history) == {"images": 2, "clips": 0, "messages": 6}
+    again = stats_message(stats, "sdpa", images_left_out=2, said=said_left_out(history))
+    assert " · oldest " not in again["metadata"]["title"]  # nothing new: said nothing
+    history += [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, again]
+    assert said_left_out(history) == {"images": 2, "clips": 0, "messages": 6}  # still what was said last
+    more = stats_message(GenerationStats(300, 8, 0.1, 0.2, 50.0, messages_left_out=8), "sdpa", images_left_out=2,
+                         said=said_left_out(history))
+    assert more["metadata"]["title"].endswith(" · oldest 8 messages left out (context budget)")
 
 
 @pytest.fixture(scope="module")
