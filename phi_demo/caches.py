@@ -5,7 +5,8 @@ What the process keeps for every user, beside per-user state in Gradio's session
 - the model itself: engine/cache.ModelCache holds one model at a time (a new key releases the
   old one first), and engine/zerogpu keeps a reference to the engine for ZeroGPU's forked
   worker;
-- the byte-budgeted caches registered here: the decoded media (chat/request.py), the
+- the byte-budgeted caches registered here: the decoded media by content, and the file
+  digests that key them (chat/request.py), the
   container probes (media/kinds.py), and, tied to the model, the transcripts of clips that
   left a conversation's prompt (chat/request.py), the image processor's crops
   (engine/image_cache.py) and int4's dequantization buffers (engine/int4.py).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,17 @@ def _decoded_size(value: Decoded) -> int:
 # Decoded images, clips, videos and documents, shared by every chat (each turn sends its
 # history's files again). Bounded by bytes: a few 4096 px images are already hundreds of MB.
 DECODED_BUDGET_BYTES = 512 << 20
-_DecodedKey = tuple[str, int, int, str, tuple[object, ...]]
+_DecodedKey = tuple[str, str, tuple[object, ...]]  # (the file's content digest, kind, decoding parameters)
+_FileKey = tuple[str, int, int]  # (path, mtime, size)
+DIGEST_ENTRY_BYTES = 256  # a path and a digest, roughly
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class MediaLoader:
@@ -80,6 +91,11 @@ class MediaLoader:
 
     def __init__(self, budget_bytes: int = DECODED_BUDGET_BYTES):
         self.cache: ByteLRU[_DecodedKey, Decoded] = ByteLRU(budget_bytes, _decoded_size)
+        # Decoded by content, not by path: a program resends its history's files each turn, and
+        # Gradio writes each upload again (same path, new mtime), so a path key decoded every
+        # file of the conversation again each turn and kept every copy. A file's digest is
+        # computed once per (path, mtime, size).
+        self.digests: ByteLRU[_FileKey, str] = ByteLRU(1 << 20, lambda _d: DIGEST_ENTRY_BYTES)
 
     @property
     def misses(self) -> int:
@@ -87,6 +103,7 @@ class MediaLoader:
 
     def clear(self) -> None:
         self.cache.clear()
+        self.digests.clear()
 
     def load(self, path: str, kind: str, limits: Limits, text: str = "") -> Decoded:
         try:
@@ -105,12 +122,16 @@ class MediaLoader:
         else:
             pages = pdf.named_pages(text)
             make, params = (lambda: pdf.load_pdf(path, pages, limits.max_images)), (tuple(pages or ()), limits.max_images)
-        # (mtime, size) is in the key so a replaced file is decoded again.
-        return self.cache.get_or_make((path, st.st_mtime_ns, st.st_size, kind, params), make)
+        try:
+            digest = self.digests.get_or_make((path, st.st_mtime_ns, st.st_size), lambda: file_digest(path))
+        except OSError:
+            raise UserInputError(f"{Path(path).name}: the file could not be read; please attach it again.") from None
+        return self.cache.get_or_make((digest, kind, params), make)
 
 
 decoded_media = MediaLoader()
 register("decoded media", decoded_media.cache)
+register("file digests", decoded_media.digests)
 
 # What the model heard in clips that left a conversation's prompt, by the clip's content
 # (/chat and the API resend whole histories, so no conversation object could hold them).

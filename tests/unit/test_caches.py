@@ -15,8 +15,8 @@ from phi_demo.engine.loader import load_model
 from phi_demo.engine.worker import GenerationWorker, busy_workers
 from phi_demo.media import kinds
 
-EVERY_CACHE = {"decoded media": False, "container probes": False, "image crops": True,
-               "int4 dequantization buffers": True}
+EVERY_CACHE = {"decoded media": False, "file digests": False, "container probes": False, "image crops": True,
+               "int4 dequantization buffers": True, "clip transcripts": True}
 
 
 def test_every_process_wide_cache_is_listed_with_a_byte_budget():
@@ -28,6 +28,7 @@ def test_every_process_wide_cache_is_listed_with_a_byte_budget():
     assert {name: listed[name].model_tied for name in EVERY_CACHE} == EVERY_CACHE
     # The registered objects are the ones the code uses.
     assert listed["decoded media"].cache is conversation.decoded_media.cache
+    assert listed["file digests"].cache is conversation.decoded_media.digests
     assert listed["container probes"].cache is kinds._probed
     assert listed["image crops"].cache is image_cache.CROPS
     assert listed["int4 dequantization buffers"].cache is int4._scratch

@@ -176,6 +176,31 @@ def test_decoded_media_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
     assert conversation.DECODED_BUDGET_BYTES <= 1 << 30
 
 
+def test_a_file_sent_again_is_decoded_once_by_its_content(tmp_path, monkeypatch):
+    """/chat and the API resend the history's files every turn, and Gradio writes each upload
+    again (same path, a new mtime): the history's media are decoded once and kept once."""
+    import os
+    import time
+
+    from phi_demo.chat import request as conversation
+
+    monkeypatch.setattr(conversation, "decoded_media", conversation.MediaLoader(1 << 24))
+    cache = conversation.decoded_media.cache
+    picture = Image.new("RGB", (64, 48), (9, 90, 200))
+    path = tmp_path / "upload" / "shot.png"
+    path.parent.mkdir()
+    for turn in range(5):
+        picture.save(path)  # written again, as each upload is
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + turn))
+        copy = tmp_path / f"elsewhere{turn}.png"
+        picture.save(copy)
+        build_request([Turn("user", "x", (str(path),)), Turn("assistant", "y"), Turn("user", "z", (str(copy),))])
+    assert cache.misses == 1 and len(cache) == 1
+    Image.new("RGB", (64, 48), (0, 0, 0)).save(path)  # new content at the same path is decoded again
+    build_request([Turn("user", "x", (str(path),))])
+    assert cache.misses == 2
+
+
 def test_byte_lru_evicts_oldest_and_skips_what_cannot_fit():
     from phi_demo.caches import ByteLRU
 
