@@ -57,6 +57,7 @@ class RecordingEngine:
         self._engine = engine
         self.requests = []
         self.answers = []  # each finished answer's text, as the engine streamed it
+        self.stats = []  # and its GenerationStats
         self.force_length = False
 
     def __getattr__(self, name):
@@ -74,6 +75,7 @@ class RecordingEngine:
                     text.append(piece)
                 elif hasattr(piece, "new_tokens"):  # the stats: the answer is complete
                     self.answers.append("".join(text))
+                    self.stats.append(piece)
                 yield piece
         finally:
             inner.close()  # Stop closes this generator: the engine must hear it at once

@@ -23,6 +23,7 @@ from phi_demo_dev.bench.fair import fair_rows
 from phi_demo_dev.bench.fair import report as fair_report
 from phi_demo_dev.bench.fast import fast_rows, gpu_bandwidth
 from phi_demo_dev.bench.live import live_rows
+from phi_demo_dev.bench.long import soak_report, voice_report, voice_rows
 from phi_demo_dev.bench.prefill import prefill_rows
 from phi_demo_dev.bench.quant import checkpoint_for, quant_rows
 from phi_demo_dev.bench.quant import worker as quant_worker
@@ -31,7 +32,7 @@ from phi_demo_dev.bench.recording import report as recording_report
 from phi_demo_dev.bench.reuse import reuse_rows
 from phi_demo_dev.bench.server import RemoteClient, client_loop, server_stream
 
-SECTIONS = ("prefill", "reuse", "live", "file", "fair", "fast", "quant", "api")
+SECTIONS = ("prefill", "reuse", "voice", "soak", "live", "file", "fair", "fast", "quant", "api")
 
 
 def main(argv=None) -> int:
@@ -44,10 +45,13 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=None, help="runs per measurement (median)")
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--turns", type=int, default=5, help="chat turns for the KV-reuse measurement")
+    p.add_argument("--voice-turns", type=int, default=20, help="spoken turns for the voice section")
+    p.add_argument("--max-clips", type=int, default=4, help="clips a voice chat keeps (the app's --max-audio-clips)")
+    p.add_argument("--soak-turns", type=int, default=None, help="turns of the soak section's chat (default 100; --quick 20)")
     p.add_argument("--no-server", action="store_true", help="skip the Gradio server path")
     p.add_argument("--sections", default=None,
-                   help="measurements besides the three paths: prefill, reuse, live, file, fair, fast, api (comma-separated; "
-                        "'' for none; default all, --quick: all but fast)")
+                   help="measurements besides the three paths: prefill, reuse, voice, soak, live, file, fair, fast, api "
+                        "(comma-separated; '' for none; default all, --quick: all but fast and soak)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the fast section")
     p.add_argument("--bandwidth-gbs", type=float, default=None,
                    help="GPU memory bandwidth in GB/s for the decode ceiling (default: known GPUs by name)")
@@ -69,7 +73,8 @@ def main(argv=None) -> int:
         return quant_worker(args.quant_worker, args.quantize, args.new_tokens or 32, args.worker_out)
     runs = args.runs or (3 if args.quick else 5)
     if args.sections is None:
-        args.sections = "prefill,reuse,live,file,fair,api" if args.quick else "prefill,reuse,live,file,fair,fast,api"
+        args.sections = ("prefill,reuse,voice,live,file,fair,api" if args.quick
+                         else "prefill,reuse,voice,soak,live,file,fair,fast,api")
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sorted(sections - set(SECTIONS))
     if unknown:  # never measure for minutes what was not asked for
@@ -103,6 +108,7 @@ def main(argv=None) -> int:
               if sections != {"quant"} else f"Date {time.strftime('%Y-%m-%d')}.", ""]
     summary = None
     quant_summary = ""
+    extra_summaries: list[str] = []
     if "quant" in sections:
         folder = args.checkpoint or checkpoint_for(args.model)
         variants = [v.strip() for v in args.quant_variants.split(",") if v.strip()]
@@ -177,6 +183,15 @@ def main(argv=None) -> int:
             report.append("")
             report.append(f"Turn {args.turns} TTFT / turn 1 TTFT with reuse: {reuse[-1][1] / reuse[0][1]:.2f} "
                           f"(without: {reuse[-1][2] / reuse[0][2]:.2f}).")
+        if "voice" in sections:
+            rows = voice_rows(engine, args.voice_turns, args.max_clips, min(n, 16))
+            lines, voice_summary = voice_report(rows, args.max_clips, f"{args.model}, {device}, {attn}")
+            report += [""] + lines
+            extra_summaries.append(voice_summary)
+        if "soak" in sections:
+            lines, soak_summary = soak_report(engine, args.soak_turns or (20 if args.quick else 100), 16)
+            report += lines
+            extra_summaries.append(soak_summary)
         if "live" in sections:
             minutes = args.live_minutes or (2.0 if args.quick else 10.0)
             live, rtf, lag = live_rows(engine, minutes)
@@ -214,7 +229,7 @@ def main(argv=None) -> int:
     if args.out:
         with open(args.out, "a") as fh:
             fh.write(text + "\n")
-    for line in (summary, quant_summary):
+    for line in (summary, quant_summary, *extra_summaries):
         if line:
             print(line)
     return 0

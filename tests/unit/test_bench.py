@@ -12,8 +12,8 @@ def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "report.md"
     proc = subprocess.run(
         [sys.executable, "-m", "phi_demo_dev.bench", "--quick", "--attn", "sdpa", "--runs", "1", "--new-tokens", "8",
-         "--sections", "prefill,reuse,live,file,fair,fast,api", "--live-minutes", "0.5", "--file-minutes", "0.5",
-         "--compile-backend", "eager",
+         "--sections", "prefill,reuse,voice,soak,live,file,fair,fast,api", "--live-minutes", "0.5", "--file-minutes", "0.5",
+         "--compile-backend", "eager", "--voice-turns", "6", "--max-clips", "2", "--soak-turns", "6",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -25,8 +25,11 @@ def test_quick_bench_reports_every_section(tmp_path):
                 "| between the answer's tokens |", "| after the answer (waiting) |",
                 "| engine stream, fast decode |", "| raw model.generate, static cache (1024) + torch.compile |",
                 "| /v1/chat/completions (openai client, SSE) |", "The endpoint adds",
-                "Peak memory: CPU RSS"):
+                "Peak memory: CPU RSS", "### A spoken session past the clip limit (6 turns, 2 clips kept)",
+                "(dropped now) |", "### Soak: one chat of 6 mixed turns", "6 of 6 turns answered, 0 refused"):
         assert row in report, row
+    assert re.search(r"voice KV reuse: median \d+% of prompt tokens cached", proc.stdout)
+    assert "soak: 6 of 6 turns answered, 0 refused, resident memory" in proc.stdout
     assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\); server/raw end-to-end: \d+\.\d\d",
                      proc.stdout)
 
