@@ -696,3 +696,39 @@ def test_live_transcript_keeps_updating_while_another_tab_streams_a_long_answer(
     windows = [len(r.audios[0]) / 16000 for r, _, _ in server.engine.requests[before:] if r.urgent]
     assert windows and max(windows) <= 15.0  # the live view's windows, never past the cap
     assert "Heard 0.0 s" not in status
+
+
+def test_a_chat_goes_on_past_the_image_limit(page, server, tmp_path):
+    """Issue #26: this server keeps 3 images. A person shares five pictures, one a turn, and
+    every question is answered: the oldest pictures leave the prompt (the stats line says so
+    once, on the turn they leave), the chat still shows all five, and no one is told to
+    clear it."""
+    from PIL import Image
+
+    assert server.settings.max_images == 3
+    page.fill("#max-new-tokens input[type=number]", "8")
+    page.press("#max-new-tokens input[type=number]", "Enter")
+    for i in range(5):
+        shot = tmp_path / f"screenshot{i}.png"
+        Image.new("RGB", (120, 80), (40 * i, 120, 200 - 30 * i)).save(shot)
+        page.set_input_files("#message input[type=file]", str(shot))
+        page.wait_for_selector("#message img")
+        send(page, f"What changed in screenshot {i}?")
+        wait_for_stats(page, i + 1)
+        page.wait_for_selector(SEND, state="visible")
+    stats = [t for t in bot_texts(page) if "tok/s" in t]
+    said = [t for t in stats if "image limit" in t]
+    assert len(stats) == 5 and len(said) == 1 and "oldest 2 images not shown (image limit)" in said[0], stats
+    assert "image limit" in stats[3]  # the 4th picture passed the limit: that turn says so
+    assert page.locator("#chatbot [data-testid=user] img").count() == 5
+    assert page.get_by_text("Clear the chat").count() == 0 and page.locator(".toast-body").count() == 0
+    last = server.engine.requests[-1][0]
+    assert len(last.images) <= 3 and "(earlier image: screenshot0.png)" in last.prompt
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "past-image-limit.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("[aria-label='Toggle Sidebar']")  # as a phone shows the page: the chat, not the sidebar
+    page.wait_for_function("!document.querySelector('.sidebar').classList.contains('open')"
+                           " && document.querySelector('.sidebar').getBoundingClientRect().right <= 1")  # slid away
+    page.locator("#chatbot [data-testid=bot]").nth(-4).scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "past-image-limit-phone.png"))
