@@ -732,3 +732,27 @@ def test_a_chat_goes_on_past_the_image_limit(page, server, tmp_path):
                            " && document.querySelector('.sidebar').getBoundingClientRect().right <= 1")  # slid away
     page.locator("#chatbot [data-testid=bot]").nth(-4).scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "past-image-limit-phone.png"))
+
+
+def test_a_chat_goes_on_past_the_context_budget(page, server, monkeypatch):
+    """Issue #26: with a budget of 500 prompt tokens (about five of these turns), a long typed
+    chat keeps being answered; the oldest turns leave the prompt about half the budget at a
+    time, and the page says so on the turn they leave, not on the turns between."""
+    monkeypatch.setattr(server.engine._engine, "context_budget", lambda loaded: 500)  # as --context-budget 500
+    page.fill("#max-new-tokens input[type=number]", "8")
+    page.press("#max-new-tokens input[type=number]", "Enter")
+    turns = 8
+    for i in range(turns):
+        send(page, f"Question {i}: " + " ".join(f"word{i}x{j}" for j in range(12)))
+        wait_for_stats(page, i + 1)
+        page.wait_for_selector(SEND, state="visible")
+    stats = [t for t in bot_texts(page) if "tok/s" in t]
+    first = next(i for i, t in enumerate(stats) if "context budget" in t)
+    assert len(stats) == turns and 0 < first < turns - 1, stats
+    quiet = [t for t in stats[first + 1:] if "context budget" not in t]
+    assert quiet, stats  # a turn after the drop that dropped nothing more says nothing
+    assert all(int(t.split("prompt ")[1].split(" ")[0]) <= 500 for t in stats), stats
+    assert page.locator("#chatbot [data-testid=user]").count() == turns  # the page still shows every turn
+    assert page.get_by_text("Clear the chat").count() == 0 and page.locator(".toast-body").count() == 0
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "past-context-budget.png"))
