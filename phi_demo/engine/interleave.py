@@ -63,6 +63,7 @@ class Scheduler:
         self._held = False
         self._accepting = False  # the holder is an answer with a yield point
         self._jobs: deque[UrgentJob[Any]] = deque()
+        self.waiting = 0  # callers of hold() waiting for the model now
         self.runs = 0  # urgent requests run between tokens so far
         self.urgent_s = 0.0  # the answers' time they took (putting the answer's adapter back included)
         self.share = share
@@ -76,7 +77,11 @@ class Scheduler:
     def hold(self) -> None:
         """Wait until nobody holds the model, then hold it."""
         with self._cond:
-            self._cond.wait_for(lambda: not self._held)
+            self.waiting += 1
+            try:
+                self._cond.wait_for(lambda: not self._held)
+            finally:
+                self.waiting -= 1
             self._held = True
 
     def release(self) -> None:

@@ -3,7 +3,6 @@ between answers; settings that cannot be honoured load nothing."""
 
 import inspect
 import threading
-import time
 
 import gradio as gr
 import pytest
@@ -16,6 +15,7 @@ from phi_demo.engine.local import Engine
 from phi_demo.errors import ModelUnavailable
 from phi_demo.settings import AppSettings, GenerationSettings
 from phi_demo.ui.sidebar import SidebarHandlers
+from tests.helpers import wait_until
 
 
 def engines(engine):
@@ -57,7 +57,8 @@ def test_attention_switch_waits_for_the_running_answer(engine):
         next(stream)  # an answer is running
         t = threading.Thread(target=lambda: (engine.set_attention(other), switched.set()))
         t.start()
-        time.sleep(0.5)
+        # The switch waits for the model (the scheduler counts it), and has not happened.
+        assert wait_until(lambda: engine.scheduler.waiting == 1, 30)
         assert not switched.is_set() and loaded.attn == before, "switched under a running answer"
         _text, stats = collect(stream)
         assert stats.new_tokens == 400 and not stats.cancelled
