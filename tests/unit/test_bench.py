@@ -49,7 +49,7 @@ def test_unknown_sections_are_refused_at_once():
     proc = subprocess.run([sys.executable, "-m", "phi_demo_dev.bench", "--sections", "quantum,reuse"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "unknown section(s) quantum; known: prefill, reuse, live, file, fair, fast, quant" in proc.stderr
+    assert "unknown section(s) quantum; known: prefill, reuse, voice, soak, live, file, fair, fast, quant, api" in proc.stderr
     assert "stream/raw" not in proc.stdout  # nothing was measured
 
 
