@@ -75,7 +75,8 @@ def said_left_out(history: History) -> dict[str, int]:
     """What the chat's stats lines last said was left out, per kind (0 where never said)."""
     said: dict[str, int] = {}
     for m in reversed(history):
-        title = str((m.get("metadata") or {}).get("title") or "")
+        meta = m.get("metadata") if isinstance(m, dict) else None  # an imported chat may hold anything
+        title = str(meta.get("title") or "") if isinstance(meta, dict) else ""
         if not title.startswith(STATS_MARK):
             continue
         for part in title.split(" · oldest ")[1:]:

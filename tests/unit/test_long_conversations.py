@@ -137,6 +137,9 @@ def test_a_drop_is_said_once_and_a_new_drop_again():
     more = stats_message(GenerationStats(300, 8, 0.1, 0.2, 50.0, messages_left_out=8), "sdpa", images_left_out=2,
                          said=said_left_out(history))
     assert more["metadata"]["title"].endswith(" · oldest 8 messages left out (context budget)")
+    # A chat imported from anywhere may hold odd messages: they say nothing, and break nothing.
+    odd = [{"role": "assistant", "content": "x", "metadata": "📊 oldest 9 images"}, "text", {"metadata": None}]
+    assert said_left_out(history + odd) == {"images": 2, "clips": 0, "messages": 6}
 
 
 @pytest.fixture(scope="module")
