@@ -225,8 +225,9 @@ class Engine:
         def run() -> None:
             try:
                 self.load()
-            except ModelUnavailable:
-                pass  # the state says why; the page shows it
+            except ModelUnavailable as e:
+                # The state says why and the page shows it; the terminal that started the app too.
+                log.error("%s", e)
         t = threading.Thread(target=run, name="phi-demo-load", daemon=True)
         t.start()
         return t

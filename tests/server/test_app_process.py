@@ -63,3 +63,4 @@ def test_default_model_offline_still_starts_and_says_why():
     finally:
         out = stop(proc)
     assert "Traceback" not in out, out
+    assert "microsoft/Phi-4-multimodal-instruct (revision" in out and "tiny-random" in out, out  # the terminal says why
