@@ -8,6 +8,7 @@ benchmark's `soak` section runs the same, and tests/server/test_soak.py runs 20 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import time
@@ -33,12 +34,25 @@ def rss_mb() -> float:
     return float("nan")
 
 
+@functools.cache
+def _question() -> tuple[np.ndarray, int]:
+    speech, rate = sf.read(ASSETS / "example_question.wav", dtype="float32")
+    return speech, rate
+
+
+def fresh_clip(path: Path, rng: np.random.Generator) -> str:
+    """The example spoken question with a little noise: the same words, new content (so no
+    content-keyed cache serves it)."""
+    speech, rate = _question()
+    sf.write(path, speech + rng.normal(0, 1e-3, speech.shape).astype("float32"), rate)
+    return str(path)
+
+
 def session_files(folder: Path, turns: int) -> list[tuple[str, str, list[str]]]:
     """(kind, question, files) for each turn. Every image and clip is new content (a colour,
     a little noise), so the byte-budgeted caches fill as in a real session, not with one
     entry reused."""
     folder.mkdir(parents=True, exist_ok=True)
-    speech, rate = sf.read(ASSETS / "example_question.wav", dtype="float32")
     rng = np.random.default_rng(0)
     out = []
     for turn in range(1, turns + 1):
@@ -49,9 +63,7 @@ def session_files(folder: Path, turns: int) -> list[tuple[str, str, list[str]]]:
             Image.new("RGB", (96, 64), ((turn * 37) % 256, (turn * 91) % 256, 128)).save(path)
             files.append(str(path))
         elif kind == "clip":
-            path = folder / f"clip{turn}.wav"
-            sf.write(path, speech + rng.normal(0, 1e-3, speech.shape).astype("float32"), rate)
-            files.append(str(path))
+            files.append(fresh_clip(folder / f"clip{turn}.wav", rng))
         elif kind == "video":
             files.append(str(ASSETS / "example_clip.mp4"))
         elif kind == "pdf":
@@ -133,14 +145,11 @@ def soak_server(engine: Any, limits: dict[str, int] | None = None):
     """The app's server around `engine` on a free port, and a gradio_client for it."""
     from gradio_client import Client
 
-    from phi_demo.server import create, launch_kwargs
     from phi_demo.settings import AppSettings
+    from phi_demo_dev.bench.common import launch_app
 
-    settings = AppSettings(model="tiny-random", host="127.0.0.1", feedback_file="off", **(limits or {}))
-    _, demo = create(settings, engine=engine, load=False)
-    kw = launch_kwargs(settings)
-    kw["server_port"] = None
-    demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+    demo = launch_app(AppSettings(model="tiny-random", host="127.0.0.1", feedback_file="off", **(limits or {})),
+                      engine)
     return demo, Client(demo.local_url, verbose=False)
 
 

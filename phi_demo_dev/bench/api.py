@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import cast
 
 from phi_demo.contract import ChatEngine
-from phi_demo_dev.bench.common import BENCH_QUESTION, BENCH_SYSTEM, ForcedLength
+from phi_demo_dev.bench.common import BENCH_QUESTION, BENCH_SYSTEM, ForcedLength, launch_app
 
 Measure = Callable[[int], float]  # (tokens) -> seconds from the request to the answer's end
 
@@ -53,13 +53,10 @@ def api_rows(engine, settings, n: int, runs: int) -> list[str]:
     """The report's table: time to first text and tokens/s, direct and through the endpoint."""
     from openai import OpenAI
 
-    from phi_demo.server import api_context, create, launch_kwargs, mount_api
+    from phi_demo.server import api_context, mount_api
 
     forced = ForcedLength(engine)
-    _, demo = create(settings, engine=forced, load=False)
-    kw = launch_kwargs(settings)
-    kw["server_port"] = None
-    demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+    demo = launch_app(settings, forced)
     # ForcedLength forwards everything else to the engine, which is a ChatEngine.
     ctx = api_context(cast("ChatEngine", forced), settings, demo.phi_api.segments.__self__)  # pyright: ignore[reportAttributeAccessIssue] - set by create()
     mount_api(demo, ctx)

@@ -126,3 +126,15 @@ def interleaved_medians(paths: dict, runs: int) -> dict:
             samples[name].append(fn())
     return {name: tuple(statistics.median(r[i] for r in rs) for i in range(len(rs[0])))
             for name, rs in samples.items()}
+
+
+def launch_app(settings, engine):
+    """The app's page (and /chat) around `engine`, on a free port, not loading a model of its
+    own; the caller closes it."""
+    from phi_demo.server import create, launch_kwargs
+
+    _, demo = create(settings, engine=engine, load=False)
+    kw = launch_kwargs(settings)
+    kw["server_port"] = None
+    demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+    return demo

@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from phi_demo_dev.bench.common import BENCH_SYSTEM, ROOT
+from phi_demo_dev.bench.common import BENCH_SYSTEM
+from phi_demo_dev.soak import fresh_clip, run_soak, session_files, soak_server
 
 
 def voice_rows(engine, turns: int, max_clips: int, new_tokens: int) -> list[tuple[int, int, int, float, int, bool]]:
@@ -23,7 +23,6 @@ def voice_rows(engine, turns: int, max_clips: int, new_tokens: int) -> list[tupl
     from phi_demo.contract import collect
     from phi_demo.settings import GenerationSettings
 
-    speech, rate = sf.read(ROOT / "assets" / "example_question.wav", dtype="float32")
     rng = np.random.default_rng(0)
     gen = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     engine.load().prefix_cache.clear()
@@ -33,9 +32,7 @@ def voice_rows(engine, turns: int, max_clips: int, new_tokens: int) -> list[tupl
     before = 0
     with tempfile.TemporaryDirectory() as folder:
         for t in range(1, turns + 1):
-            path = Path(folder) / f"turn{t}.wav"
-            sf.write(path, speech + rng.normal(0, 1e-3, speech.shape).astype("float32"), rate)
-            history.append(Turn("user", "", (str(path),)))
+            history.append(Turn("user", "", (fresh_clip(Path(folder) / f"turn{t}.wav", rng),)))
             request = build_request(history, BENCH_SYSTEM, Limits(max_audio_clips=max_clips))
             answer, stats = collect(engine.stream(request, gen, threading.Event()))
             assert stats is not None
@@ -61,8 +58,6 @@ def voice_report(rows, max_clips: int, where: str) -> tuple[list[str], str]:
 
 def soak_report(engine, turns: int, new_tokens: int) -> tuple[list[str], str]:
     """One chat of `turns` mixed turns through the app's `/chat`, on the server's default limits."""
-    from phi_demo_dev.soak import run_soak, session_files, soak_server
-
     demo, client = soak_server(engine)
     try:
         with tempfile.TemporaryDirectory() as folder:

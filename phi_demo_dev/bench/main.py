@@ -15,6 +15,7 @@ from phi_demo_dev.bench.common import (
     ForcedLength,
     engine_stream,
     interleaved_medians,
+    launch_app,
     machine,
     raw_generate,
     versions,
@@ -145,12 +146,7 @@ def main(argv=None) -> int:
                  "engine stream (thread + streamer)": lambda engine=engine, request=request: engine_stream(
                      engine, request, n)}
         if not args.no_server:
-            from phi_demo.server import create, launch_kwargs
-            forced = ForcedLength(engine)
-            _, demo = create(settings, engine=forced, load=False)
-            kw = launch_kwargs(settings)
-            kw["server_port"] = None
-            demo.launch(prevent_thread_lock=True, quiet=True, **kw)
+            demo = launch_app(settings, ForcedLength(engine))
             client = RemoteClient(demo.local_url)
             server_stream(client, engine, min(n, 8))
             paths["Gradio server via gradio_client"] = lambda client=client, engine=engine: server_stream(
