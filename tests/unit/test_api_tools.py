@@ -109,31 +109,6 @@ def test_a_stop_string_cuts_the_answer_and_stops_the_model(tmp_path):
     assert out["choices"][0]["finish_reason"] == "stop" and cancel.is_set()
 
 
-class LoadingEngine(FixedEngine):
-    def status(self):
-        return EngineStatus("loading", "Loading microsoft/Phi-4-multimodal-instruct: 3 of 4 shards…")
-
-
-def test_while_the_model_loads_a_client_gets_503_with_retry_after(tmp_path):
-    """Through the real router: an OpenAI client retries on 503 and reads when from Retry-After;
-    the message says what the server is doing."""
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from phi_demo.api.routes import ApiContext, router
-
-    engine = LoadingEngine("never")
-    ctx = ApiContext(engine, ClientFiles(tmp_path, 1 << 20), Limits(), "phi", 64, 60.0,
-                     segments=lambda audio: [])  # type: ignore[arg-type] - never reached while loading
-    app = FastAPI()
-    app.include_router(router(ctx))
-    reply = TestClient(app).post("/v1/chat/completions", json={"model": "phi", "messages": [
-        {"role": "user", "content": "Hi"}]})
-    assert reply.status_code == 503 and reply.headers["Retry-After"] == "5"
-    assert reply.json()["error"]["message"] == "Loading microsoft/Phi-4-multimodal-instruct: 3 of 4 shards…"
-    assert reply.json()["error"]["code"] == "model_loading" and engine.requests == []
-
-
 def _router_client(engine, tmp_path, limits=None):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
@@ -145,6 +120,22 @@ def _router_client(engine, tmp_path, limits=None):
     app = FastAPI()
     app.include_router(router(ctx))
     return TestClient(app)
+
+
+class LoadingEngine(FixedEngine):
+    def status(self):
+        return EngineStatus("loading", "Loading microsoft/Phi-4-multimodal-instruct: 3 of 4 shards…")
+
+
+def test_while_the_model_loads_a_client_gets_503_with_retry_after(tmp_path):
+    """Through the real router: an OpenAI client retries on 503 and reads when from Retry-After;
+    the message says what the server is doing."""
+    engine = LoadingEngine("never")
+    reply = _router_client(engine, tmp_path).post("/v1/chat/completions", json={"model": "phi", "messages": [
+        {"role": "user", "content": "Hi"}]})
+    assert reply.status_code == 503 and reply.headers["Retry-After"] == "5"
+    assert reply.json()["error"]["message"] == "Loading microsoft/Phi-4-multimodal-instruct: 3 of 4 shards…"
+    assert reply.json()["error"]["code"] == "model_loading" and engine.requests == []
 
 
 def _sse_text(body: str) -> str:
