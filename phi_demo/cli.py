@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from phi_demo import __version__, doctor
 from phi_demo.chat.messages import Turn
@@ -115,9 +115,13 @@ def _engine(settings: AppSettings) -> tuple[Engine, LoadedModel, float]:
     return engine, loaded, time.perf_counter() - t0
 
 
-def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+def run_speech(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """transcribe and summarize: the long-recording path the Audio file tab uses."""
 
+    # The streams are looked up per call, not bound at import, so a caller that swaps them
+    # (a test's capture, an embedding program) gets the output.
+    out: TextIO = stdout or sys.stdout
+    err: TextIO = stderr or sys.stderr
     settings = AppSettings.resolve(vars(args))
     if args.command == "transcribe":
         prompt = instruction(args.language, args.task, args.to)  # a bad language fails before any work
@@ -166,10 +170,11 @@ def run_speech(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     return 0
 
 
-def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
+def run_doctor(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """The bundled examples through the request path: a table on stdout, exit 1 if a check fails."""
 
-    out, err = out or sys.stdout, err or sys.stderr
+    out: TextIO = stdout or sys.stdout
+    err: TextIO = stderr or sys.stderr
     # Its --max-new-tokens is the doctor's own bound, not the app's answer length.
     settings = AppSettings.resolve({k: v for k, v in vars(args).items() if k != "max_new_tokens"})
     bound = doctor.DEFAULT_BOUND if args.max_new_tokens is None else args.max_new_tokens
@@ -199,11 +204,13 @@ def run_doctor(args: argparse.Namespace, out=None, err=None) -> int:
     return 0 if passed else EXIT_FAILED
 
 
-def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
+def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out: TextIO = stdout or sys.stdout
+    err: TextIO = stderr or sys.stderr
     if args.command in ("transcribe", "summarize"):
         return run_speech(args, out, err)
     if args.command == "doctor":
-        return run_doctor(args)
+        return run_doctor(args, out, err)
     settings = AppSettings.resolve(vars(args))
     gen = GenerationSettings.from_values(max_new_tokens=settings.max_new_tokens, do_sample=args.sample,
                                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
@@ -215,7 +222,6 @@ def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     if not turn.text and not turn.files:
         raise UserInputError("The question is empty.")
     request = build_request([turn], settings.system_prompt, limits)
-
 
     engine, loaded, load_s = _engine(settings)
 

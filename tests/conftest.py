@@ -15,12 +15,13 @@ def pytest_configure(config):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-SLOW_ROOMS = ("server", "browser", "api")
+SLOW_ROOMS = ("server", "browser", "api", "process")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The quick lane (`-m "not slow"`) is every test that needs no server process and no
-    browser: whatever runs in tests/server, tests/browser and tests/api is slow."""
+    """The quick lane (`-m "not slow"`) is every test that runs in the test's own process: no
+    server, no browser, no process of its own. Whatever runs in tests/server, tests/browser,
+    tests/api and tests/process is slow."""
     for item in items:
         if item.path.parent.name in SLOW_ROOMS:
             item.add_marker(pytest.mark.slow)

@@ -1,15 +1,19 @@
-"""`python -m phi_demo ask|transcribe`, and URL fetching for it."""
+"""`python -m phi_demo ask|transcribe`, and URL fetching for it.
+
+The commands run in this process through `main(argv)`, as `python -m phi_demo` calls it, with
+stdout and stderr captured: a process per call spent 7 s importing torch for a 0.1 s tiny
+model. tests/process/test_cli_process.py runs the real `python -m phi_demo` once."""
 
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import soundfile as sf
 
+from phi_demo.cli import main
 from phi_demo.errors import UserInputError
 from phi_demo.media import fetch as fetch_mod
 from phi_demo.speech.tasks import instruction
@@ -19,12 +23,17 @@ IMAGE = ROOT / "assets" / "example_image.png"
 AUDIO = ROOT / "assets" / "example_question.wav"
 
 
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "phi_demo", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+@pytest.fixture
+def cli(capsys, tiny_folder):
+    def run(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
-def test_ask_with_image_and_audio_writes_json(tmp_path):
+def test_ask_with_image_and_audio_writes_json(cli, tmp_path):
     out = tmp_path / "run.json"
     r = cli("ask", "What is this?", "--image", str(IMAGE), "--audio", str(AUDIO), "--model", "tiny-random",
             "--max-new-tokens", "6", "--json", str(out))
@@ -38,7 +47,7 @@ def test_ask_with_image_and_audio_writes_json(tmp_path):
     assert rec["timings"]["new_tokens"] >= 1 and rec["timings"]["ttft_s"] > 0
 
 
-def test_transcribe_uses_speech_adapter_and_language(tmp_path):
+def test_transcribe_uses_speech_adapter_and_language(cli, tmp_path):
     out = tmp_path / "t.json"
     r = cli("transcribe", str(AUDIO), "--language", "fr", "--model", "tiny-random", "--max-new-tokens", "5",
             "--json", str(out), "--format", "srt")
@@ -50,7 +59,7 @@ def test_transcribe_uses_speech_adapter_and_language(tmp_path):
     assert "real-time factor" in r.stderr
 
 
-def test_transcribe_long_file_formats_translation_and_summary(tmp_path):
+def test_transcribe_long_file_formats_translation_and_summary(cli, tmp_path):
     """A recording of four sentences with pauses: progress per chunk on stderr, each format
     on stdout, translation into another language, and a summary."""
     from phi_demo_dev.bench.vad import SENTENCES, synth_recording
@@ -73,19 +82,17 @@ def test_transcribe_long_file_formats_translation_and_summary(tmp_path):
     assert "[combining the parts]" in r.stderr and r.stdout.strip()
 
 
-def test_config_file_env_and_flags_precedence(tmp_path):
+def test_config_file_env_and_flags_precedence(cli, tmp_path, monkeypatch):
     cfg = tmp_path / "s.toml"
     cfg.write_text('model = "tiny-random"\nmax-new-tokens = 3\nsystem_prompt = "From the file."\n')
     out = tmp_path / "o.json"
-    import os
-
-    env = {**os.environ, "PHI_DEMO_SYSTEM_PROMPT": "From the environment."}
-    r = cli("ask", "hi", "--config", str(cfg), "--json", str(out), env=env)
+    monkeypatch.setenv("PHI_DEMO_SYSTEM_PROMPT", "From the environment.")
+    r = cli("ask", "hi", "--config", str(cfg), "--json", str(out))
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
     assert rec["settings"]["generation"]["max_new_tokens"] == 3
     assert rec["prompt"].startswith("<|system|>From the environment.<|end|>")
-    r = cli("ask", "hi", "--config", str(cfg), "--max-new-tokens", "2", "--json", str(out), env=env)
+    r = cli("ask", "hi", "--config", str(cfg), "--max-new-tokens", "2", "--json", str(out))
     assert json.loads(out.read_text())["settings"]["generation"]["max_new_tokens"] == 2
 
 
@@ -101,7 +108,7 @@ def test_config_file_env_and_flags_precedence(tmp_path):
     (["summarize", "/no/such.wav"], 2, "/no/such.wav: no such file."),
     (["ask", "x", "--model", "/does/not/exist"], 3, "does not hold a model"),
 ])
-def test_bad_input_is_one_line_and_non_zero(args, code, expected):
+def test_bad_input_is_one_line_and_non_zero(cli, args, code, expected):
     r = cli(*args, *([] if "--model" in args else ["--model", "tiny-random"]))
     assert r.returncode == code, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.startswith("phi-demo:")]
@@ -161,7 +168,7 @@ def http_server():
     srv.shutdown()
 
 
-def test_ask_about_a_video_by_url_and_a_pdf(http_server, tmp_path):
+def test_ask_about_a_video_by_url_and_a_pdf(cli, http_server, tmp_path):
     out = tmp_path / "v.json"
     r = cli("ask", "Compare the clip with page 2", "--video", f"{http_server}/clip.mp4", "--allow-private-urls",
             "--pdf", str(ROOT / "assets" / "example_report.pdf"), "--model", "tiny-random", "--max-new-tokens", "4",
@@ -175,7 +182,7 @@ def test_ask_about_a_video_by_url_and_a_pdf(http_server, tmp_path):
     assert rec["inputs"]["files"][0].endswith("/clip.mp4") and rec["settings"]["adapter"] == "vision"
 
 
-def test_ask_refuses_a_bad_video_in_one_line(tmp_path):
+def test_ask_refuses_a_bad_video_in_one_line(cli, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
     r = cli("ask", "x", "--video", str(bad), "--model", "tiny-random")
@@ -220,7 +227,6 @@ def test_redirect_hops_are_checked_too(http_server, tmp_path, monkeypatch):
 
 def test_version_is_the_package_version(capsys):
     from phi_demo import __version__
-    from phi_demo.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["--version"])
@@ -236,7 +242,7 @@ def test_version_is_the_package_version(capsys):
 ])
 def test_generation_flags_are_checked_by_the_same_model(capsys, args, expected):
     """The page, /chat and the CLI refuse a value with the same sentence, before any model loads."""
-    from phi_demo.cli import EXIT_BAD_INPUT, main
+    from phi_demo.cli import EXIT_BAD_INPUT
 
     assert main([*args, "--model", "tiny-random"]) == EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip() == expected

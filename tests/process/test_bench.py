@@ -1,5 +1,6 @@
 """The benchmark itself runs end to end (a smoke run: its numbers are not checked here,
-only that every section reports and the summary line is there)."""
+only that every section reports and the summary line is there), as `python -m phi_demo_dev.bench`
+runs: a process of its own that starts servers and loads models."""
 
 import re
 import subprocess
@@ -43,14 +44,6 @@ def test_summary_names_the_attention_asked_for():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "### Attention: sdpa" in proc.stdout and "### Attention: eager" in proc.stdout
     assert re.search(r"stream/raw tok/s ratio: \d+\.\d\d \(tiny-random, cpu, sdpa\)\s*$", proc.stdout), proc.stdout[-500:]
-
-
-def test_unknown_sections_are_refused_at_once():
-    proc = subprocess.run([sys.executable, "-m", "phi_demo_dev.bench", "--sections", "quantum,reuse"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "unknown section(s) quantum; known: prefill, reuse, voice, soak, live, file, fair, fast, quant, api" in proc.stderr
-    assert "stream/raw" not in proc.stdout  # nothing was measured
 
 
 def test_quant_section_ends_with_its_summary_line(tmp_path):
