@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,13 @@ def assets():
 class RecordingEngine:
     """The real engine, with each request (and finished answer) noted so tests can see what the
     model was given and what it said.
-    `force_length` makes the tiny model produce exactly max_new_tokens (no early EOS)."""
+    `force_length` makes the tiny model produce exactly max_new_tokens (no early EOS).
+
+    A session's servers share one recorder, but each test gets its own record: before every
+    test, `fresh()` waits until no earlier test's answer is streaming, then empties the lists
+    and turns `force_length` off, so `requests[-1]` is this test's and no setting leaks on."""
+
+    made: list["RecordingEngine"] = []
 
     def __init__(self, engine):
         self._engine = engine
@@ -60,11 +67,39 @@ class RecordingEngine:
         self.answers = []  # each finished answer's text, as the engine streamed it
         self.stats = []  # and its GenerationStats
         self.force_length = False
+        self.pieces = 0  # everything any stream has yielded: a count that stands still once all are closed
+        self._streaming = 0
+        self._changed = threading.Condition()
+        RecordingEngine.made.append(self)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no stream is open (each one closed or finished), without polling."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._streaming == 0, timeout)
+
+    def fresh(self, timeout: float = 120) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._streaming == 0, timeout):
+                raise AssertionError(f"an earlier test's answer still streams after {timeout:.0f} s")
+            self.requests.clear()
+            self.answers.clear()
+            self.stats.clear()
+            self.force_length = False
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
     def stream(self, request, gen, cancel):
+        with self._changed:
+            self._streaming += 1
+        try:
+            yield from self._recorded(request, gen, cancel)
+        finally:
+            with self._changed:
+                self._streaming -= 1
+                self._changed.notify_all()
+
+    def _recorded(self, request, gen, cancel):
         self.requests.append((request, gen, self._engine.attn))
         if self.force_length and not request.urgent:  # the chat answers, not the live view's windows
             gen = dataclasses.replace(gen, min_new_tokens=gen.max_new_tokens)
@@ -77,9 +112,16 @@ class RecordingEngine:
                 elif hasattr(piece, "new_tokens"):  # the stats: the answer is complete
                     self.answers.append("".join(text))
                     self.stats.append(piece)
+                self.pieces += 1
                 yield piece
         finally:
             inner.close()  # Stop closes this generator: the engine must hear it at once
+
+
+@pytest.fixture(autouse=True)
+def _a_record_of_its_own():
+    for recorder in RecordingEngine.made:
+        recorder.fresh()
 
 
 @pytest.fixture(scope="session")

@@ -390,13 +390,15 @@ def test_stop_ends_streaming_and_generation(page, server):
         assert page.is_visible(STOP) and not page.is_visible(SEND)  # the box's stop button, only now
         page.click(STOP)
         assert wait_until(lambda: not generate_threads(), 10), "the model kept generating after Stop"
-        settled = bot_texts(page)
-        time.sleep(1.0)
-        assert bot_texts(page) == settled
+        assert server.engine.wait_idle(10), "the answer's stream was not closed after Stop"
+        yielded = server.engine.pieces
+        # Send comes back when the answer's event has ended: no later update of it can come.
         page.wait_for_selector(SEND, state="visible")  # send is back, stop gone
         assert not page.is_visible(STOP)
-        # The part already shown is kept, and saved like any answer.
+        settled = bot_texts(page)
+        # The part already shown is kept, and saved like any answer (the chain after the answer).
         page.wait_for_function("document.querySelector('#chat-list input').value === 'Keep talking'")
+        assert bot_texts(page) == settled and server.engine.pieces == yielded
     finally:
         server.engine.force_length = False
     assert server.engine.requests[-1][1].max_new_tokens == 8000
@@ -498,9 +500,8 @@ def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, se
         time.sleep(0.1)
     page.locator("#live-mic").get_by_text("Stop").click()
     page.wait_for_selector("#live-txt a, #live-txt .file-preview", timeout=60_000)
-    final = page.inner_text("#live-transcript")
-    time.sleep(1.5)
-    assert page.inner_text("#live-transcript") == final, "the transcript still changed after Stop"
+    assert server.engine.wait_idle(30), "a recognition still ran after Stop's last window"
+    final, recognitions = page.inner_text("#live-transcript"), len(server.engine.requests)
     updates = [t for t in seen if t.strip() and "Press Record" not in t and "Listening" not in t]
     assert len(updates) >= 2, f"the transcript was updated {len(updates)} times while recording: {seen}"
     live_requests = [r for r, _, _ in server.engine.requests[before:] if r.modality == "speech"]
@@ -508,6 +509,9 @@ def test_live_transcription_grows_while_speaking_and_settles_after_stop(page, se
     assert "lags by" in page.inner_text("#live-status")
     # The copyable transcript is filled by the event that follows Stop's: waited for, not raced.
     page.wait_for_function("document.querySelector('#live-text textarea').value.trim().length > 0")
+    # By then every event of the recording has ended: nothing was recognised or shown since.
+    assert page.inner_text("#live-transcript") == final, "the transcript still changed after Stop"
+    assert len(server.engine.requests) == recognitions, "the model was asked again after Stop"
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "live.png"))
     if os.environ.get("PHI_DEMO_UPDATE_SCREENSHOT"):
