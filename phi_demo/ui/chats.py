@@ -45,6 +45,13 @@ def _chats(saved: Any) -> dict[str, Any]:
     return chats if isinstance(chats, dict) else {}
 
 
+def _titles(saved: Any) -> list[tuple[str, str]]:
+    """The list's (title, id) pairs, the chat changed last first."""
+    chats = _chats(saved)
+    order = sorted(chats, key=lambda k: chats[k].get("updated", 0), reverse=True)
+    return [(str(chats[k].get("title") or "Chat"), k) for k in order]
+
+
 class ChatsHandlers:
     def __init__(self, settings: AppSettings):
         try:
@@ -61,10 +68,7 @@ class ChatsHandlers:
 
     # --- the list -----------------------------------------------------------------
     def listing(self, saved: Any, current: str | None = None) -> gr.Dropdown:
-        chats = _chats(saved)
-        order = sorted(chats, key=lambda k: chats[k].get("updated", 0), reverse=True)
-        choices = [(str(chats[k].get("title") or "Chat"), k) for k in order]
-        return gr.Dropdown(choices=choices, value=current if current in chats else None)
+        return gr.Dropdown(choices=_titles(saved), value=current if current in _chats(saved) else None)
 
     def save(self, history, saved, current):
         """After each answer (and edit, undo, retry): the chat as it now is, media copied in."""
@@ -76,13 +80,19 @@ class ChatsHandlers:
             gr.Warning(f"This chat could not be saved: {e}")
             return gr.skip(), gr.skip(), gr.skip()
         chats = dict(_chats(saved))
-        current = current if current in chats else uuid.uuid4().hex[:12]
+        known = current in chats
+        current = current if known else uuid.uuid4().hex[:12]
         old = chats.get(current, {})
         chats[current] = {"title": old.get("title") if old.get("renamed") else title_of(history),
                           "renamed": bool(old.get("renamed")), "messages": messages, "updated": time.time()}
         for k in sorted(chats, key=lambda k: chats[k].get("updated", 0))[:-MAX_SAVED]:
             del chats[k]
         saved = {"chats": chats}
+        if known:
+            # The page already points at this chat, or has moved on (New chat pressed while this
+            # step waited): saying which chat is current here could take the page back to it,
+            # and its next answer would overwrite this chat. The list gets the new order only.
+            return saved, gr.skip(), gr.update(choices=_titles(saved))
         return saved, current, self.listing(saved, current)
 
     def _history(self, chat_id: str, saved: Any) -> History:

@@ -147,6 +147,9 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
 
         browse = [versions, earlier, version_label, later]
 
+        # The steps that change which chat is shown or saved (save, new, open, delete, import,
+        # rename) share one queue lane, so they run in the order they were sent: a save still
+        # waiting when New chat is pressed runs first, and the new chat's answer cannot land in it.
         def after_answer(event: Dependency, another_chat: bool = False) -> Dependency:
             """How every event that changes the chat ends: the answer shown is kept among the
             versions of its question (another chat starts them over), the chat is saved to
@@ -156,7 +159,8 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
                 shown = event.then(forget_answers, [chatbot], browse, api_visibility="private")
             else:
                 shown = event.then(remember_answer, [versions, chatbot], browse, api_visibility="private").then(
-                    ch.save, [chatbot, c.saved, c.current], [c.saved, c.current, c.chat_list], api_visibility="private")
+                    ch.save, [chatbot, c.saved, c.current], [c.saved, c.current, c.chat_list], concurrency_id="chats",
+                    api_visibility="private")
             return shown.then(h.box_back, None, [textbox], api_visibility="private")
 
         taken = textbox.submit(take_message, [textbox], [textbox, sending], queue=False, api_visibility="private")
@@ -182,15 +186,18 @@ def build_demo(engine: ChatEngine, settings: AppSettings, allowed_roots: tuple[s
         after_answer(undo.click(h.undo, [chatbot], [chatbot, textbox], cancels=running, api_visibility="private"))
         for button in (clear, c.new):  # the chat stays in the list; the page starts a new one
             after_answer(button.click(ch.new, None, [chatbot, c.current, c.chat_list, textbox], cancels=running,
-                                      api_visibility="private"), another_chat=True)
+                                      concurrency_id="chats", api_visibility="private"), another_chat=True)
         after_answer(c.chat_list.input(ch.open, [c.chat_list, c.saved], [chatbot, c.current, textbox],
-                                       cancels=running, api_visibility="private"), another_chat=True)
+                                       cancels=running, concurrency_id="chats", api_visibility="private"),
+                     another_chat=True)
         after_answer(c.delete.click(ch.delete, [c.current, c.saved], [c.saved, c.current, c.chat_list, chatbot],
-                                    cancels=running, api_visibility="private"), another_chat=True)
+                                    cancels=running, concurrency_id="chats", api_visibility="private"),
+                     another_chat=True)
         after_answer(c.importer.upload(ch.import_, [c.importer, c.saved], [chatbot, c.saved, c.current, c.chat_list],
-                                       cancels=running, api_visibility="private"), another_chat=True)
+                                       cancels=running, concurrency_id="chats", api_visibility="private"),
+                     another_chat=True)
         c.rename.submit(ch.rename, [c.current, c.rename, c.saved], [c.saved, c.chat_list, c.rename],
-                        api_visibility="private")
+                        concurrency_id="chats", api_visibility="private")
         c.export.click(ch.export, [chatbot, c.current, c.saved], [c.md_file, c.zip_file], api_visibility="private")
         # A reload (or a return visit) reopens the chat this browser was in.
         after_answer(demo.load(ch.reopen, [c.saved, c.current], [chatbot, c.current, c.chat_list],

@@ -376,3 +376,22 @@ def test_a_tab_is_not_told_of_its_own_attention_switch_while_it_applies(engine, 
     finally:
         monkeypatch.undo()
         engine.set_attention(start)
+
+
+def test_a_save_that_comes_late_does_not_take_the_page_back_to_its_chat(tmp_path):
+    """New chat pressed while the last answer's save step still waited: that save keeps the chat
+    in the list but must not point the page at it again. It did, and the next answer in the new
+    chat was saved over it."""
+    from phi_demo.ui.chats import NO_CHAT, ChatsHandlers
+
+    ch = ChatsHandlers(AppSettings(chats_dir=str(tmp_path)))
+    first = [{"role": "user", "content": "Remember this house"}, {"role": "assistant", "content": "I will."}]
+    saved, current, listing = ch.save(first, None, NO_CHAT)  # the first save names the chat
+    assert current != NO_CHAT and listing.value == current
+    second = first + [{"role": "user", "content": "What colour is the roof?"}, {"role": "assistant", "content": "Red."}]
+    chat, blank, _, _ = ch.new()  # New chat, then the second answer's save arrives
+    assert chat == [] and blank == NO_CHAT
+    saved, pointer, listing = ch.save(second, saved, current)
+    assert pointer == gr.skip()
+    assert listing == gr.update(choices=[("Remember this house", current)])  # the list only, nothing picked
+    assert saved["chats"][current]["messages"][-2]["content"] == "What colour is the roof?"
