@@ -87,6 +87,8 @@ def media_files(tmp: Path) -> dict[str, tuple[str, ...]]:
         p = tmp / f"audio{seconds}.wav"
         sf.write(p, (0.1 * rng.standard_normal(16000 * seconds)).astype(np.float32), 16000)
         out[f"audio {seconds} s"] = (str(p),)
+    out["video clip (example)"] = (str(ROOT / "assets" / "example_clip.mp4"),)  # 8 s: 4 frames and its sound
+    out["PDF (example)"] = (str(ROOT / "assets" / "example_report.pdf"),)
     return out
 
 

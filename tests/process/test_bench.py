@@ -51,7 +51,8 @@ def test_quant_section_ends_with_its_summary_line(tmp_path):
         [sys.executable, "-m", "phi_demo_dev.bench", "--model", "tiny-random", "--sections", "quant", "--new-tokens", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for row in ("| bf16 |", "| int4 |", "| image 1344 |", "| audio 30 s |", "| int4 | image 448 (example) |"):
+    for row in ("| bf16 |", "| int4 |", "| image 1344 |", "| audio 30 s |", "| video clip (example) |", "| PDF (example) |",
+                "| int4 | image 448 (example) |"):
         assert row in proc.stdout, row
     assert "stream/raw" not in proc.stdout  # the quant section alone
     last = proc.stdout.strip().splitlines()[-1]
