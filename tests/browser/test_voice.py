@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 
@@ -78,6 +77,16 @@ def stats_lines(pg):
     return [t for t in bot_texts(pg) if "tok/s" in t]
 
 
+# The chat in page order: the clips shown above the typed question, and whether an answer
+# with its stats line follows it.
+IN_ORDER = """() => {
+  const all = [...document.querySelectorAll('#chatbot [data-testid=user], #chatbot [data-testid=bot]')];
+  const i = all.findIndex(e => e.dataset.testid === 'user' && e.innerText.includes('And in writing?'));
+  return {typedAnswered: i >= 0 && all.slice(i + 1).some(e => e.dataset.testid === 'bot' && e.innerText.includes('tok/s')),
+          clipsAbove: all.slice(0, Math.max(i, 0)).filter(e => e.dataset.testid === 'user' && e.querySelector('audio')).length};
+}"""
+
+
 def norm(text):
     return " ".join(re.sub(r"[*_`#>]+", "", text).split())  # as the page reads it out
 
@@ -101,15 +110,16 @@ def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_brows
         pg.locator("#voice-mic").get_by_text("Stop").click()
         # A voice conversation is a normal chat: it goes on by typing, with the clips in it.
         assert wait_until(lambda: not generate_threads(), 30)
-        time.sleep(1.0)  # a turn heard just before Stop is still answered
-        assert wait_until(lambda: not generate_threads(), 30)
         pg.wait_for_selector(SEND, state="visible")
-        turns, answered = user_audio_turns(pg), len(stats_lines(pg))
         pg.fill("#message textarea", "And in writing?")
         pg.press("#message textarea", "Enter")
-        assert wait_until(lambda: len(stats_lines(pg)) > answered, 30)
-        typed = server.engine.requests[-1][0]
-        assert typed.prompt.count("<|audio|>") == turns and "And in writing?" in typed.prompt
+        # A turn heard just before Stop is still answered, before or after the typed question
+        # as it happens: the typed question's prompt holds exactly the clips shown above it.
+        pg.wait_for_function(f"({IN_ORDER})().typedAnswered", timeout=60_000)
+        clips_above = pg.evaluate(f"({IN_ORDER})().clipsAbove")
+        typed = next(r for r, _, _ in server.engine.requests if "And in writing?" in r.prompt)  # its own request
+        left_out = typed.prompt.count(EARLIER_CLIP) + typed.prompt.count("(earlier audio clip, transcribed:")
+        assert clips_above >= 2 and typed.prompt.count("<|audio|>") + left_out == clips_above
     finally:
         spoken = pg.evaluate("window.phiVoice ? window.phiVoice.spoken : []")
         ctx.close()
