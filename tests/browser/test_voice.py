@@ -80,10 +80,16 @@ def stats_lines(pg):
 # The chat in page order: the clips shown above the typed question, and whether an answer
 # with its stats line follows it.
 IN_ORDER = """() => {
-  const all = [...document.querySelectorAll('#chatbot [data-testid=user], #chatbot [data-testid=bot]')];
-  const i = all.findIndex(e => e.dataset.testid === 'user' && e.innerText.includes('And in writing?'));
-  return {typedAnswered: i >= 0 && all.slice(i + 1).some(e => e.dataset.testid === 'bot' && e.innerText.includes('tok/s')),
-          clipsAbove: all.slice(0, Math.max(i, 0)).filter(e => e.dataset.testid === 'user' && e.querySelector('audio')).length};
+  const typed = [...document.querySelectorAll('#chatbot [data-testid=user]')]
+    .filter(e => e.innerText.includes('And in writing?')).pop();  // the innermost, if they nest
+  if (!typed) return {typedAnswered: false, clipsAbove: 0};
+  const before = (e) => typed.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_PRECEDING;
+  const after = (e) => typed.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING;
+  return {typedAnswered: [...document.querySelectorAll('#chatbot [data-testid=bot]')]
+            .some(e => after(e) && e.innerText.includes('tok/s')),
+          // the player itself sits in a shadow root; the message names its kind
+          clipsAbove: [...document.querySelectorAll('#chatbot [data-testid=user][aria-label*="type audio"]')]
+            .filter(before).length};
 }"""
 
 
