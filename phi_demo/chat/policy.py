@@ -14,6 +14,7 @@ from phi_demo.chat.prompt import render_messages
 from phi_demo.contract import MediaItem, ModelRequest, PromptMessage
 
 EARLIER_CLIP = "(an audio clip from earlier in the conversation, no longer included)"
+TRANSCRIBED_CLIP = "(earlier audio clip, transcribed: "  # then the model's transcript and ")"
 _EARLIER = {"image": "image", "video": "video", "pdf": "PDF", "audio": "audio clip"}
 
 
@@ -44,7 +45,7 @@ class Kept:
 def earlier_note(path: str, kind: str, transcript: str | None = None) -> str:
     """What stands in a turn for a file that left the prompt."""
     if kind == "audio":
-        return f"(earlier audio clip, transcribed: {transcript})" if transcript else EARLIER_CLIP
+        return f"{TRANSCRIBED_CLIP}{transcript})" if transcript else EARLIER_CLIP
     return f"(earlier {_EARLIER.get(kind, kind)}: {Path(path).name})"
 
 

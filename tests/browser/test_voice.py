@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from phi_demo.chat.policy import EARLIER_CLIP
+from phi_demo.chat.policy import EARLIER_CLIP, TRANSCRIBED_CLIP
 from phi_demo.contract import GenerationStats
 from tests.browser.conftest import launch_with_microphone, start_recording
 from tests.browser.test_ui import SEND, SHOTS, STOP, bot_texts
@@ -124,7 +124,7 @@ def test_two_spoken_turns_get_two_answers_read_aloud_without_a_click(voice_brows
         pg.wait_for_function(f"({IN_ORDER})().typedAnswered", timeout=60_000)
         clips_above = pg.evaluate(f"({IN_ORDER})().clipsAbove")
         typed = next(r for r, _, _ in server.engine.requests if "And in writing?" in r.prompt)  # its own request
-        left_out = typed.prompt.count(EARLIER_CLIP) + typed.prompt.count("(earlier audio clip, transcribed:")
+        left_out = typed.prompt.count(EARLIER_CLIP) + typed.prompt.count(TRANSCRIBED_CLIP)
         assert clips_above >= 2 and typed.prompt.count("<|audio|>") + left_out == clips_above
     finally:
         spoken = pg.evaluate("window.phiVoice ? window.phiVoice.spoken : []")

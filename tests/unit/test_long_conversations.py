@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from phi_demo.chat.messages import Turn
-from phi_demo.chat.policy import EARLIER_CLIP, Cost, keep_newest
+from phi_demo.chat.policy import EARLIER_CLIP, TRANSCRIBED_CLIP, Cost, keep_newest
 from phi_demo.chat.request import Limits, build_request
 from phi_demo.errors import UserInputError
 from phi_demo.settings import AppSettings, GenerationSettings
@@ -234,7 +234,7 @@ def test_a_clip_that_leaves_is_transcribed_once_and_its_transcript_stays(engine,
     assert again.clips_to_transcribe == []
     texts = [clip_transcripts.get(c.key) or "" for c in first.clips_to_transcribe]
     assert again.prompt == with_transcripts(first, texts).prompt
-    assert again.prompt.count("(earlier audio clip, transcribed: ") == sum(bool(t.strip()) for t in texts) > 0
+    assert again.prompt.count(TRANSCRIBED_CLIP) == sum(bool(t.strip()) for t in texts) > 0
 
 
 def test_talking_before_a_queued_answer_starts_cancels_it(engine, tmp_path):
