@@ -72,14 +72,18 @@ class RecordingEngine:
         self._changed = threading.Condition()
         RecordingEngine.made.append(self)
 
+    def _idle(self) -> bool:
+        return self._streaming == 0
+
     def wait_idle(self, timeout: float) -> bool:
         """True once no stream is open (each one closed or finished), without polling."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._streaming == 0, timeout)
+            return self._changed.wait_for(self._idle, timeout)
 
     def fresh(self, timeout: float = 120) -> None:
+        # One hold of the lock for the wait and the clearing: no stream starts in between.
         with self._changed:
-            if not self._changed.wait_for(lambda: self._streaming == 0, timeout):
+            if not self._changed.wait_for(self._idle, timeout):
                 raise AssertionError(f"an earlier test's answer still streams after {timeout:.0f} s")
             self.requests.clear()
             self.answers.clear()
